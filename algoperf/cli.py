@@ -1,0 +1,188 @@
+"""The `algoperf` command (also `python -m algoperf`): run, list.
+
+`algoperf run` with no flags trains the NAdamW reference on mnist in PyTorch. Flags keep upstream's
+names (`--submission_path`, `--tuning_ruleset`, ...); dashed spellings work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import typing
+
+from algoperf.config import RunConfig, field_docs
+
+EXAMPLES = """\
+examples:
+  algoperf run                                    # NAdamW on mnist, PyTorch, offline-ready
+  algoperf run --framework jax --workload mnist
+  algoperf run --workload cifar --data_dir ~/data \
+      --submission_path submissions/adamw/submission_torch.py
+  algoperf run --tuning_ruleset self \
+      --submission_path submissions/nadamw_self_tuning/submission_torch.py
+  torchrun --standalone --nproc_per_node=4 -m algoperf run --workload cifar
+  algoperf list                                   # every workload, variant, target and budget
+"""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _base_type(annotation: str):
+    hints = {"int": int, "str": str, "bool": bool, "float": float}
+    for name, kind in hints.items():
+        if annotation.startswith(name):
+            return kind
+    raise TypeError(f"unsupported config field type {annotation}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per RunConfig field, underscore and dashed spellings, help from its docstring."""
+    docs = field_docs(RunConfig)
+    for field in dataclasses.fields(RunConfig):
+        annotation = field.type if isinstance(field.type, str) else str(field.type)
+        kind = _base_type(annotation)
+        names = [f"--{field.name}"]
+        if "_" in field.name:
+            names.append(f"--{field.name.replace('_', '-')}")
+        default = field.default
+        help_text = f"{docs.get(field.name, '')} (default: {default})"
+        if kind is bool:
+            parser.add_argument(
+                *names,
+                dest=field.name,
+                type=_parse_bool,
+                nargs="?",
+                const=True,
+                default=argparse.SUPPRESS,
+                metavar="BOOL",
+                help=help_text,
+            )
+            negatives = [f"--no{field.name}", f"--no-{field.name.replace('_', '-')}"]
+            parser.add_argument(
+                *negatives,
+                dest=field.name,
+                action="store_false",
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
+        else:
+            parser.add_argument(
+                *names,
+                dest=field.name,
+                type=kind,
+                default=argparse.SUPPRESS,
+                metavar=field.name.upper(),
+                help=help_text,
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="algoperf",
+        description=(
+            "AlgoPerf: time a training algorithm (a submission.py) to each workload's "
+            "validation target, under the benchmark's rules."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_parser = commands.add_parser(
+        "run",
+        help="train a submission on a workload (one or more tuning trials)",
+        description="Train a submission on one workload under the timing rules; logs go to "
+        "<experiment_dir>/<experiment_name>/<workload>_<framework>/trial_<k>/.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(run_parser)
+    run_parser.add_argument(
+        "--log_level",
+        "--log-level",
+        default="WARNING",
+        help="python logging level (default: WARNING)",
+    )
+    list_parser = commands.add_parser("list", help="list workloads, variants, targets, budgets")
+    list_parser.add_argument("--benchmark_version", "--benchmark-version", default="v1.0")
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from algoperf.run import run
+    from algoperf.submission import SubmissionError
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(RunConfig)
+        if hasattr(args, f.name)
+    }
+    try:
+        config = RunConfig(**values)
+        results = run(config)
+    except KeyboardInterrupt:
+        print(
+            "\n[algoperf] interrupted (Ctrl-C): rows already written to the logs are complete.",
+            file=sys.stderr,
+        )
+        return 130
+    except (
+        ValueError,
+        FileExistsError,
+        FileNotFoundError,
+        NotImplementedError,
+        SubmissionError,
+    ) as error:
+        print(f"algoperf run: error: {error}", file=sys.stderr)
+        return 2
+    return 0 if results else 1
+
+
+def command_list(args: argparse.Namespace) -> int:
+    import workloads
+
+    version = args.benchmark_version
+    scored = set(workloads.SCORED_WORKLOADS.get(version, ()))
+    header = f"{'workload':46} {'metric':24} {'val target':>10} {'budget s':>9} {'models':12}"
+    print(header)
+    print("-" * len(header))
+    torch_models = set(workloads.available("pytorch"))
+    jax_models = set(workloads.available("jax"))
+    for name in workloads.names():
+        spec = workloads.get_spec(name)
+        budget = spec.budgets.get(version)
+        direction = "↑" if spec.higher_is_better else "↓"
+        models = ",".join(f for f, s in (("pt", torch_models), ("jax", jax_models)) if name in s)
+        tag = " *" if name in scored else ""
+        print(
+            f"{name + tag:46} {spec.target_metric_name + ' ' + direction:24} "
+            f"{spec.validation_target:>10g} "
+            f"{(f'{budget.max_allowed_runtime_sec:g}' if budget else '-'):>9} {models or '-':12}"
+        )
+    print(f"\n* scored in benchmark {version}; models: frameworks whose model is implemented.")
+    return 0
+
+
+def main(argv: typing.Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "run":
+        return command_run(args)
+    return command_list(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The benchmark clock: wall time read after the device has finished the queued work.
+
+Every reading first syncs the device (CUDA synchronize, or JAX block_until_ready on the values
+passed), so time spent in queued kernels is charged to the step that queued them
+(spec/RULES.md §4). Tests inject a fake `time_fn`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Clock:
+    """`now(*values)` = sync on `values` (and the device), then the wall time in seconds."""
+
+    def __init__(
+        self,
+        sync: Callable[..., None] | None = None,
+        time_fn: Callable[[], float] = time.time,
+    ) -> None:
+        self._sync = sync or (lambda *values: None)
+        self._time = time_fn
+
+    def now(self, *values: Any) -> float:
+        self._sync(*values)
+        return self._time()

@@ -1,0 +1,1 @@
+"""Framework-free data helpers: rank sharding, in-memory array streams, eval padding."""

@@ -1,0 +1,115 @@
+"""Batches from datasets that fit in memory (mnist, cifar): infinite shuffled train streams and
+finite, padded eval passes that visit every example exactly once across ranks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+
+from algoperf.data.sharding import Shard
+
+Batch = dict[str, np.ndarray]
+Transform = Callable[[Batch, np.random.Generator], Batch]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySplit:
+    """One split held in memory: arrays with the same first dimension."""
+
+    arrays: Mapping[str, np.ndarray]
+
+    def __post_init__(self):
+        sizes = {len(a) for a in self.arrays.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"ArraySplit: arrays have different lengths {sorted(sizes)}.")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def take(self, indices: np.ndarray) -> Batch:
+        return {key: np.take(array, indices, axis=0) for key, array in self.arrays.items()}
+
+    def subset(self, num_examples: int, seed: int) -> ArraySplit:
+        """A fixed random subset (the eval_train split); the whole split if it is smaller."""
+        if num_examples >= len(self):
+            return self
+        indices = np.sort(np.random.default_rng(seed).permutation(len(self))[:num_examples])
+        return ArraySplit(self.take(indices))
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The example order of one epoch: the same on every rank for a given seed."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def train_batches(
+    split: ArraySplit,
+    global_batch_size: int,
+    *,
+    seed: int,
+    shard: Shard | None = None,
+    transform: Transform | None = None,
+) -> Iterator[Batch]:
+    """An infinite stream of this rank's share of each global batch.
+
+    Epochs are concatenated (a batch may straddle two), so every example appears exactly once per
+    epoch across ranks and nothing is dropped. Augmentation gets a generator seeded per
+    (seed, step, rank), so the stream is deterministic per seed.
+    """
+    shard = shard or Shard()
+    rows = shard.rows(global_batch_size)
+    num_examples = len(split)
+    epoch, position = 0, 0
+    order = epoch_order(num_examples, seed, epoch)
+    step = 0
+    while True:
+        needed, parts = global_batch_size, []
+        while needed:
+            take = min(needed, num_examples - position)
+            parts.append(order[position : position + take])
+            position += take
+            needed -= take
+            if position == num_examples:
+                epoch, position = epoch + 1, 0
+                order = epoch_order(num_examples, seed, epoch)
+        indices = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        batch = split.take(indices[rows])
+        batch["weights"] = np.ones(len(batch_first(batch)), np.float32)
+        if transform is not None:
+            batch = transform(batch, np.random.default_rng([seed, step, shard.index]))
+        step += 1
+        yield batch
+
+
+def batch_first(batch: Batch) -> np.ndarray:
+    return batch["targets"] if "targets" in batch else next(iter(batch.values()))
+
+
+def eval_batches(
+    split: ArraySplit,
+    global_batch_size: int,
+    *,
+    shard: Shard | None = None,
+    transform: Transform | None = None,
+) -> Iterator[Batch]:
+    """One pass over a split in fixed-size global batches; the last is zero-padded.
+
+    `weights` is 1 on real rows and 0 on padding, so every example counts exactly once across
+    ranks and the shapes never change (no recompilation for a short last batch).
+    """
+    shard = shard or Shard()
+    rows = shard.rows(global_batch_size)
+    num_examples = len(split)
+    for start in range(0, num_examples, global_batch_size):
+        indices = np.arange(start, start + global_batch_size)[rows]
+        valid = indices < num_examples
+        batch = split.take(np.where(valid, indices, 0))
+        if not valid.all():
+            for array in batch.values():
+                array[~valid] = 0
+        batch["weights"] = valid.astype(np.float32)
+        if transform is not None:
+            batch = transform(batch, np.random.default_rng(0))
+        yield batch

@@ -1,0 +1,275 @@
+"""`algoperf run`: a RunConfig -> workload, submission, hyperparameter points -> one trial each."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import sys
+
+from algoperf import logs, rng, runner, tuning, versions
+from algoperf.backend import get_backend
+from algoperf.clock import Clock
+from algoperf.config import RunConfig
+from algoperf.process import configure_process
+from algoperf.progress import Progress
+from algoperf.submission import Submission, load_submission
+
+log = logging.getLogger("algoperf")
+
+
+@dataclasses.dataclass
+class TrialResult:
+    trial_dir: pathlib.Path
+    state: runner.LoopState
+    time_to_target: float | None
+    """Submission time of the first eval that met the validation target; None if none did."""
+    stop_reason: str
+
+
+def global_batch_size(submission: Submission, workload_name: str, base_name: str) -> int:
+    """The submission's batch size for a workload; a variant name falls back to its base."""
+    try:
+        return int(submission.get_batch_size(workload_name))
+    except (ValueError, KeyError):
+        if workload_name == base_name:
+            raise
+        return int(submission.get_batch_size(base_name))
+
+
+def check_divisible(batch_size: int, device_count: int, what: str) -> None:
+    if batch_size % device_count:
+        raise ValueError(
+            f"the {what} batch size {batch_size} is not divisible by the {device_count} devices; "
+            "pick a multiple of the device count in the submission's get_batch_size."
+        )
+
+
+def hyperparameter_points(config: RunConfig, run_seed: int) -> list:
+    """One point per trial (external), or [None] (self-tuning)."""
+    if config.tuning_ruleset == "self":
+        return [None]
+    space = tuning.load_search_space(config.resolved_search_space)
+    return tuning.sample_points(
+        space, config.num_tuning_trials, seed=run_seed, study_index=config.study_index
+    )
+
+
+def run(config: RunConfig) -> list[TrialResult]:
+    """Run every trial of `config`; returns their results (rank 0 also wrote the logs)."""
+    import workloads
+
+    configure_process(
+        config.framework, config.benchmark_version, deterministic=config.deterministic
+    )
+    backend = get_backend(config.framework)
+    workload = workloads.load(
+        config.resolved_workload,
+        config.framework,
+        benchmark_version=config.benchmark_version,
+        allow_download=config.download,
+    )
+    submission = load_submission(config.resolved_submission_path)
+    run_seed = (
+        config.rng_seed if config.rng_seed is not None else int.from_bytes(os.urandom(4)) >> 1
+    )
+    points = hyperparameter_points(config, run_seed)
+    base = workloads.base_name(config.resolved_workload)
+    batch_size = global_batch_size(submission, config.resolved_workload, base)
+    eval_batch_size = workload.eval_batch_size
+    if submission.get_eval_batch_size is not None:
+        eval_batch_size = int(submission.get_eval_batch_size(config.resolved_workload))
+    check_divisible(batch_size, backend.device_count, "training")
+    check_divisible(eval_batch_size, backend.device_count, "eval")
+    folder = logs.workload_dir(
+        config.experiment_dir,
+        config.resolved_experiment_name,
+        config.resolved_workload,
+        config.framework,
+    )
+    if backend.rank == 0:
+        logs.prepare_workload_dir(folder, overwrite=config.overwrite, resume=config.resume_last_run)
+    backend.barrier()
+    results = []
+    for index in config.trial_indices:
+        hyperparameters = points[index] if config.tuning_ruleset == "external" else None
+        trial = _Trial(
+            config,
+            backend,
+            workload,
+            submission,
+            hyperparameters,
+            run_seed,
+            index,
+            folder / f"trial_{index + 1}",
+            batch_size,
+            eval_batch_size,
+        )
+        results.append(trial.run())
+    return results
+
+
+class _Trial:
+    """The untimed setup of one trial around `runner.train_loop` (RUNNER.md §5 order)."""
+
+    def __init__(
+        self,
+        config,
+        backend,
+        workload,
+        submission,
+        hyperparameters,
+        run_seed,
+        index,
+        trial_dir,
+        batch_size,
+        eval_batch_size,
+    ):
+        self.config, self.backend, self.workload = config, backend, workload
+        self.submission, self.hyperparameters = submission, hyperparameters
+        self.run_seed, self.index, self.trial_dir = run_seed, index, trial_dir
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.primary = backend.rank == 0
+        factor = 1.0
+        if config.tuning_ruleset == "self":
+            factor = versions.get_version(config.benchmark_version).self_tuning_budget_factor
+        self.budget_sec = workload.max_allowed_runtime_sec * factor
+
+    def _write_setup_files(self, trial_seed: int) -> None:
+        hparams_path = self.trial_dir / "hparams.json"
+        if self.hyperparameters is not None:
+            if hparams_path.exists():  # resumed trial: keep the point it started with
+                self.hyperparameters = tuning.hparams_from_json(
+                    json.loads(hparams_path.read_text())
+                )
+            else:
+                logs.write_json(hparams_path, tuning.hparams_to_json(self.hyperparameters))
+        meta = {
+            **logs.workload_properties(self.workload),
+            **logs.system_info(),
+            "rng_seed": self.run_seed,
+            "trial_seed": trial_seed,
+            "trial_index": self.index + 1,
+            "benchmark_version": self.config.benchmark_version,
+            "submission_path": str(self.submission.path),
+            "global_batch_size": self.batch_size,
+            "eval_batch_size": self.eval_batch_size,
+            "budget_sec": self.budget_sec,
+            "device_count": self.backend.device_count,
+        }
+        logs.write_json(self.trial_dir / "meta_data_0.json", meta)
+        flags = dataclasses.asdict(self.config)
+        flags["submission_path"] = str(self.submission.path)
+        flags["experiment_name"] = self.config.resolved_experiment_name
+        logs.write_json(self.trial_dir / "flags_0.json", flags)
+
+    def run(self) -> TrialResult:
+        config, backend, workload = self.config, self.backend, self.workload
+        trial_seed = rng.trial_seed(self.run_seed, self.index)
+        data_rng, opt_init_rng, model_init_rng, loop_rng = backend.split(
+            backend.prng_key(trial_seed), 4
+        )
+        backend.reset_memory()
+        input_queue = workload._build_input_queue(
+            data_rng, "train", config.data_dir, self.batch_size
+        )
+        params, model_state = workload.init_model_fn(model_init_rng)
+        params = backend.prepare_model(workload, params, compile_model=config.torch_compile)
+        optimizer_state = self.submission.init_optimizer_state(
+            workload, params, model_state, self.hyperparameters, opt_init_rng
+        )
+        metrics_logger = None
+        if self.primary:
+            self.trial_dir.mkdir(parents=True, exist_ok=True)
+            self._write_setup_files(trial_seed)
+            metrics_logger = logs.MetricsLogger(self.trial_dir)
+        workload.attach_metrics_logger(metrics_logger)
+        progress = Progress(
+            enabled=config.progress and self.primary,
+            budget_sec=self.budget_sec,
+            target=f"{workload.validation_target_value:g}",
+        )
+        self._announce(trial_seed)
+
+        def on_eval(row, state, variables):
+            if metrics_logger is not None:
+                metrics_logger.append_scalar_metrics(
+                    {k: v for k, v in row.items() if k not in ("global_step", "preemption_count")},
+                    row["global_step"],
+                    row["preemption_count"],
+                    is_eval=True,
+                )
+            progress.evaluated(row, workload.target_metric_name)
+
+        variables = runner.TrainVars(params, model_state, optimizer_state)
+        settings = runner.LoopSettings(
+            budget_sec=self.budget_sec,
+            eval_period_sec=workload.eval_period_time_sec,
+            global_batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            data_dir=config.data_dir,
+            imagenet_v2_data_dir=config.imagenet_v2_data_dir,
+            max_global_steps=config.max_global_steps,
+        )
+        clock = Clock(sync=backend.sync)
+        try:
+            state = runner.train_loop(
+                workload,
+                self.submission,
+                self.hyperparameters,
+                variables,
+                input_queue,
+                loop_rng,
+                backend=backend,
+                clock=clock,
+                settings=settings,
+                on_eval=on_eval,
+                on_step=progress.step,
+            )
+        finally:
+            progress.close()
+        return self._finish(state, metrics_logger)
+
+    def _announce(self, trial_seed: int) -> None:
+        if not self.primary:
+            return
+        hp = (
+            self.hyperparameters._asdict()
+            if self.hyperparameters is not None
+            else "none (self-tuning)"
+        )
+        print(
+            f"[algoperf] {self.config.resolved_workload} ({self.config.framework}), "
+            f"trial {self.index + 1}, "
+            f"seed {trial_seed}, batch {self.batch_size}, budget {self.budget_sec:g}s "
+            f"({self.config.benchmark_version}), hyperparameters {hp}\n"
+            f"[algoperf] logs: {self.trial_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _finish(self, state: runner.LoopState, metrics_logger) -> TrialResult:
+        time_to_target = runner.time_to_target(self.workload, state)
+        reason = runner.describe_stop(state, self.budget_sec)
+        if metrics_logger is not None:
+            metrics_logger.append_scalar_metrics(
+                {"score": state.accumulated_submission_time},
+                state.global_step,
+                state.preemption_count,
+            )
+            metrics_logger.finish()
+            last = state.eval_results[-1][1] if state.eval_results else {}
+            metric = f"validation/{self.workload.target_metric_name}"
+            print(
+                f"[algoperf] trial {self.index + 1} done: {reason} after "
+                f"{state.global_step} steps, "
+                f"{state.accumulated_submission_time:.1f}s submission time; "
+                f"{metric} {last.get(metric, float('nan')):.4f} "
+                f"(target {self.workload.validation_target_value:g}); "
+                f"time to target: {'∞' if time_to_target is None else f'{time_to_target:.1f}s'}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return TrialResult(self.trial_dir, state, time_to_target, reason)

@@ -1,0 +1,247 @@
+"""One trial under the benchmark's timing rules (spec/RULES.md §4), framework-free.
+
+`train_loop` is the timed loop; `run_trial` does the untimed setup around it; `algoperf.run`
+(in `algoperf/run.py`) turns a RunConfig into trials. Framework work goes through a `Backend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from algoperf import spec
+from algoperf.clock import Clock
+from algoperf.submission import Submission
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Everything the loop carries from step to step (what a checkpoint must hold)."""
+
+    global_step: int = 0
+    accumulated_submission_time: float = 0.0
+    accumulated_eval_time: float = 0.0
+    accumulated_logging_time: float = 0.0
+    last_eval_time: float = 0.0
+    """Wall time at the end of the last eval; 0 (the epoch), so the first eval follows step 1."""
+    last_step_end_time: float = 0.0
+    global_start_time: float = 0.0
+    validation_goal_reached: bool = False
+    test_goal_reached: bool = False
+    is_time_remaining: bool = True
+    training_complete: bool = False
+    eval_results: list = dataclasses.field(default_factory=list)
+    eval_submission_times: list = dataclasses.field(default_factory=list)
+    """The submission time of each eval, parallel to eval_results."""
+    preemption_count: int = 0
+
+    def train_state(self) -> types.MappingProxyType:
+        """The read-only view passed to `update_params(..., train_state=...)`."""
+        return types.MappingProxyType(
+            {
+                "validation_goal_reached": self.validation_goal_reached,
+                "test_goal_reached": self.test_goal_reached,
+                "is_time_remaining": self.is_time_remaining,
+                "last_eval_time": self.last_eval_time,
+                "training_complete": self.training_complete,
+                "accumulated_submission_time": self.accumulated_submission_time,
+                "accumulated_eval_time": self.accumulated_eval_time,
+                "accumulated_logging_time": self.accumulated_logging_time,
+                "last_step_end_time": self.last_step_end_time,
+            }
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopSettings:
+    budget_sec: float
+    """Submission-time budget (self-tuning already multiplied in)."""
+    eval_period_sec: float
+    global_batch_size: int
+    eval_batch_size: int
+    data_dir: str
+    imagenet_v2_data_dir: str | None = None
+    max_global_steps: int | None = None
+
+
+@dataclasses.dataclass
+class TrainVars:
+    """The values the submission updates."""
+
+    params: Any
+    model_state: Any
+    optimizer_state: Any
+
+
+def _train_step(
+    workload,
+    submission: Submission,
+    hyperparameters,
+    variables: TrainVars,
+    input_queue: Iterator,
+    state: LoopState,
+    rngs,
+) -> None:
+    """One step, all of it on the clock (RULES.md §4 "Each step": RNG derivation,
+    data_selection including the fetch, update_params and loop overhead)."""
+    data_select_rng, update_rng, _, _ = rngs
+    batch = submission.data_selection(
+        workload,
+        input_queue,
+        variables.optimizer_state,
+        variables.params,
+        variables.model_state,
+        hyperparameters,
+        state.global_step,
+        data_select_rng,
+    )
+    extra = (
+        {"train_state": state.train_state()} if submission.update_params_takes_train_state else {}
+    )
+    try:
+        variables.optimizer_state, variables.params, variables.model_state = (
+            submission.update_params(
+                workload,
+                variables.params,
+                workload.model_params_types,
+                variables.model_state,
+                hyperparameters,
+                batch,
+                workload.loss_type,
+                variables.optimizer_state,
+                state.eval_results,
+                state.global_step,
+                update_rng,
+                **extra,
+            )
+        )
+    except spec.TrainingCompleteError:
+        state.training_complete = True
+
+
+def _prepare_for_eval(workload, submission, hyperparameters, variables, state, rng) -> None:
+    if submission.prepare_for_eval is None:
+        return
+    variables.optimizer_state, variables.params, variables.model_state = (
+        submission.prepare_for_eval(
+            workload,
+            variables.params,
+            workload.model_params_types,
+            variables.model_state,
+            hyperparameters,
+            workload.loss_type,
+            variables.optimizer_state,
+            state.eval_results,
+            state.global_step,
+            rng,
+        )
+    )
+
+
+def _eval_and_log(workload, variables, state, settings, clock, eval_rng, on_eval) -> None:
+    """Untimed eval, goal checks, then logging and checkpointing (RULES.md §4 step 4)."""
+    eval_start = clock.now(variables.params)
+    results = workload.eval_model(
+        settings.eval_batch_size,
+        variables.params,
+        variables.model_state,
+        eval_rng,
+        settings.data_dir,
+        settings.imagenet_v2_data_dir,
+        state.global_step,
+    )
+    eval_end = clock.now()
+    state.accumulated_eval_time += eval_end - eval_start
+    state.validation_goal_reached |= workload.has_reached_validation_target(results)
+    state.test_goal_reached |= workload.has_reached_test_target(results)
+    state.eval_results.append((state.global_step, dict(results)))
+    state.eval_submission_times.append(state.accumulated_submission_time)
+    row = {
+        **results,
+        "score": state.accumulated_submission_time,
+        "total_duration": eval_end - state.global_start_time,
+        "accumulated_submission_time": state.accumulated_submission_time,
+        "accumulated_eval_time": state.accumulated_eval_time,
+        "accumulated_logging_time": state.accumulated_logging_time,
+        "global_step": state.global_step,
+        "preemption_count": state.preemption_count,
+    }
+    log_start = clock.now()
+    on_eval(row, state, variables)
+    state.accumulated_logging_time += clock.now() - log_start
+
+
+def train_loop(
+    workload,
+    submission: Submission,
+    hyperparameters,
+    variables: TrainVars,
+    input_queue: Iterator,
+    rng,
+    *,
+    backend,
+    clock: Clock,
+    settings: LoopSettings,
+    state: LoopState | None = None,
+    on_eval: Callable[[dict, LoopState, TrainVars], None] = lambda row, state, variables: None,
+    on_step: Callable[[LoopState, float], None] | None = None,
+) -> LoopState:
+    """Train until the budget is spent, both targets are reached, or training is complete."""
+    state = state or LoopState()
+    start = clock.now()
+    if state.global_step == 0:
+        state.global_start_time = start
+    state.last_step_end_time = start
+    while (
+        state.is_time_remaining
+        and not (state.validation_goal_reached and state.test_goal_reached)
+        and not state.training_complete
+    ):
+        rngs = backend.step_rngs(rng, state.global_step)
+        _train_step(workload, submission, hyperparameters, variables, input_queue, state, rngs)
+        state.global_step += 1
+        if settings.max_global_steps is not None and state.global_step >= settings.max_global_steps:
+            state.training_complete = True
+        now = clock.now(variables.params)
+        state.accumulated_submission_time += now - state.last_step_end_time
+        # An eval is due once a period of wall time has passed since the last eval ended, and
+        # always when training is complete (RULES.md §4 "Eval eligibility").
+        if now - state.last_eval_time >= settings.eval_period_sec or state.training_complete:
+            prep_start = clock.now()
+            _prepare_for_eval(workload, submission, hyperparameters, variables, state, rngs[2])
+            state.accumulated_submission_time += clock.now(variables.params) - prep_start
+            # The budget is checked only here, after prepare_for_eval; once it is spent no eval
+            # runs, so steps past the budget can never count as a target hit (upstream #719).
+            state.is_time_remaining = state.accumulated_submission_time < settings.budget_sec
+            if state.is_time_remaining:
+                _eval_and_log(workload, variables, state, settings, clock, rngs[3], on_eval)
+                state.last_eval_time = clock.now()
+        state.last_step_end_time = clock.now()
+        if on_step is not None:
+            on_step(state, state.last_step_end_time)
+    return state
+
+
+def time_to_target(workload, state: LoopState) -> float | None:
+    """Submission time of the first eval that met the validation target (None: never)."""
+    for (_, result), seconds in zip(state.eval_results, state.eval_submission_times):
+        if workload.has_reached_validation_target(result):
+            return seconds
+    return None
+
+
+def describe_stop(state: LoopState, budget_sec: float) -> str:
+    """Why the loop ended, in words."""
+    if state.validation_goal_reached and state.test_goal_reached:
+        return "both targets reached"
+    if not state.is_time_remaining:
+        return f"budget of {budget_sec:g} s spent"
+    if state.training_complete:
+        return "training complete"
+    return "stopped"
+
+
+logger = logging.getLogger(__name__)

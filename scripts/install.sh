@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install algoperf with the given extras (default: pytorch,jax,data,dev).
+# Usage: bash scripts/install.sh [EXTRAS]      e.g. bash scripts/install.sh all
+# torchrec needs a second pip step with --no-deps (its fbgemm-gpu requirement is the CUDA
+# build; the recsys extra brings fbgemm-gpu-cpu and the rest), done here when recsys is asked for.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-pytorch,jax,data,dev}"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null 2>&1 || python=python3
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+stamp=".venv/.algoperf-installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extras//,/-}"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+echo "[install] pip install -e .[${extras}] into .venv (about 2-3 minutes the first time)"
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+case ",${extras}," in
+  *,recsys,*|*,all,*)
+    echo "[install] torchrec (--no-deps)"
+    .venv/bin/pip install --quiet --disable-pip-version-check --no-deps torchrec==1.9.2
+    ;;
+esac
+rm -f .venv/.algoperf-installed-*
+touch "$stamp"

@@ -1,0 +1,198 @@
+"""End to end: `algoperf run` trains mnist in both frameworks and writes upstream's log files;
+every reference submission reaches 0.90 on the offline MNIST sample inside mnist's budget."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+UPSTREAM_COLUMNS = {
+    "accumulated_eval_time",
+    "accumulated_logging_time",
+    "accumulated_submission_time",
+    "global_step",
+    "preemption_count",
+    "score",
+    "total_duration",
+    "train/accuracy",
+    "train/loss",
+    "validation/accuracy",
+    "validation/loss",
+    "validation/num_examples",
+    "test/accuracy",
+    "test/loss",
+    "test/num_examples",
+}
+
+
+def algoperf(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "algoperf", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def read_rows(path: pathlib.Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["pytorch", "jax"])
+def test_run_writes_upstream_logs(tmp_path, framework):
+    args = [
+        "--framework",
+        framework,
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--experiment_dir",
+        str(tmp_path / "exp"),
+        "--experiment_name",
+        "e2e",
+        "--rng_seed",
+        "3",
+        "--max_global_steps",
+        "60",
+        "--download",
+        "false",
+        "--progress",
+        "false",
+    ]
+    result = algoperf(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial = tmp_path / "exp" / "e2e" / f"mnist_{framework}" / "trial_1"
+    for name in (
+        "hparams.json",
+        "meta_data_0.json",
+        "flags_0.json",
+        "eval_measurements.csv",
+        "measurements.csv",
+    ):
+        assert (trial / name).is_file(), name
+    rows = read_rows(trial / "eval_measurements.csv")
+    with open(trial / "eval_measurements.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == sorted(header) and set(header) == UPSTREAM_COLUMNS
+    # First eval right after step 1, final eval at max_global_steps.
+    assert rows[0]["global_step"] == "1" and rows[-1]["global_step"] == "60"
+    assert float(rows[-1]["validation/accuracy"]) > float(rows[0]["validation/accuracy"])
+    assert rows[-1]["validation/num_examples"] == "500"  # the offline sample's validation split
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores) and all(
+        s == float(r["accumulated_submission_time"]) for s, r in zip(scores, rows)
+    )
+    meta = json.loads((trial / "meta_data_0.json").read_text())
+    assert meta["rng_seed"] == 3 and meta["workload.max_allowed_runtime_sec"] == 60
+    flags = json.loads((trial / "flags_0.json").read_text())
+    assert flags["framework"] == framework and flags["max_global_steps"] == 60
+    hparams = json.loads((trial / "hparams.json").read_text())
+    assert set(hparams) >= {"learning_rate", "weight_decay"}
+    assert "score" in read_rows(trial / "measurements.csv")[-1]
+    assert "Results are NOT comparable" in result.stderr  # the loud offline-data warning
+
+    # The same experiment again is refused, not prompted, and nothing is touched ...
+    before = (trial / "eval_measurements.csv").read_text()
+    again = algoperf(*args, cwd=tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert (trial / "eval_measurements.csv").read_text() == before
+    # ... unless --overwrite is given.
+    overwritten = algoperf(*args, "--overwrite", "--max_global_steps", "3", cwd=tmp_path)
+    assert overwritten.returncode == 0, overwritten.stderr[-2000:]
+    assert read_rows(trial / "eval_measurements.csv")[-1]["global_step"] == "3"
+
+
+SUBMISSIONS = ["nadamw", "nadamw_self_tuning", "adamw", "sgd_nesterov"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["pytorch", "jax"])
+@pytest.mark.parametrize("name", SUBMISSIONS)
+def test_reference_submission_reaches_090_on_offline_mnist(tmp_path, name, framework):
+    file = "submission_torch.py" if framework == "pytorch" else "submission_jax.py"
+    ruleset = "self" if name.endswith("self_tuning") else "external"
+    result = algoperf(
+        "--framework",
+        framework,
+        "--submission_path",
+        str(ROOT / "submissions" / name / file),
+        "--tuning_ruleset",
+        ruleset,
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--experiment_dir",
+        str(tmp_path / "exp"),
+        "--rng_seed",
+        "0",
+        "--max_global_steps",
+        "400",
+        "--torch_compile",
+        "false",
+        "--download",
+        "false",
+        "--progress",
+        "false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    csv_path = next((tmp_path / "exp").rglob("eval_measurements.csv"))
+    last = read_rows(csv_path)[-1]
+    print(
+        f"{name} {framework}: validation/accuracy {float(last['validation/accuracy']):.4f} "
+        f"after {last['global_step']} steps, {float(last['score']):.1f}s submission time"
+    )
+    assert float(last["validation/accuracy"]) >= 0.90
+    assert float(last["score"]) < 60.0  # inside mnist's budget
+
+
+def test_bad_flags_give_one_line_errors(tmp_path):
+    result = algoperf(
+        "--workload", "not_a_workload", "--experiment_dir", str(tmp_path), cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "unknown workload 'not_a_workload'" in result.stderr and "mnist" in result.stderr
+    result = algoperf("--tuning_ruleset", "sometimes", cwd=tmp_path)
+    assert result.returncode == 2 and "--tuning_ruleset" in result.stderr
+    result = algoperf("--workload", "wmt", "--experiment_dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "has no pytorch model" in result.stderr
+
+
+def test_help_lists_upstream_flag_names():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-m", "algoperf", "run", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in (
+        "--workload",
+        "--framework",
+        "--submission_path",
+        "--tuning_search_space",
+        "--tuning_ruleset",
+        "--num_tuning_trials",
+        "--data_dir",
+        "--experiment_dir",
+        "--experiment_name",
+        "--rng_seed",
+        "--max_global_steps",
+        "--torch_compile",
+        "--overwrite",
+        "--resume_last_run",
+        "--benchmark_version",
+        "--data-dir",
+    ):
+        assert flag in out, flag

