@@ -23,6 +23,8 @@ from typing import Any
 
 EVAL_FILE = "eval_measurements.csv"
 ALL_FILE = "measurements.csv"
+COMPLETE_FILE = "trial_complete.json"
+"""Written when a trial ends normally; a resumed sweep skips trials that have it."""
 
 
 def workload_dir(
@@ -50,6 +52,20 @@ def prepare_workload_dir(path: pathlib.Path, *, overwrite: bool, resume: bool) -
                 "--resume_last_run to continue them, or choose another --experiment_name."
             )
     path.mkdir(parents=True, exist_ok=True)
+
+
+def clear_unfinished_trial(trial_dir: pathlib.Path) -> bool:
+    """Remove the logs of a trial that started but did not finish (hparams.json is kept).
+
+    Returns whether there was anything to remove.
+    """
+    names = [EVAL_FILE, ALL_FILE, COMPLETE_FILE]
+    stale = [trial_dir / name for name in names]
+    stale += list(trial_dir.glob("meta_data_*.json")) + list(trial_dir.glob("flags_*.json"))
+    found = [path for path in stale if path.exists()]
+    for path in found:
+        path.unlink()
+    return any(path.name == EVAL_FILE for path in found)
 
 
 def write_json(path: pathlib.Path, payload: Any) -> None:

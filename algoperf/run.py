@@ -94,6 +94,11 @@ def run(config: RunConfig) -> list[TrialResult]:
     backend.barrier()
     results = []
     for index in config.trial_indices:
+        trial_dir = folder / f"trial_{index + 1}"
+        if config.resume_last_run and (trial_dir / logs.COMPLETE_FILE).exists():
+            if backend.rank == 0:
+                print(f"[algoperf] {trial_dir} is complete; skipping it.", file=sys.stderr)
+            continue
         hyperparameters = points[index] if config.tuning_ruleset == "external" else None
         trial = _Trial(
             config,
@@ -103,7 +108,7 @@ def run(config: RunConfig) -> list[TrialResult]:
             hyperparameters,
             run_seed,
             index,
-            folder / f"trial_{index + 1}",
+            trial_dir,
             batch_size,
             eval_batch_size,
         )
@@ -183,6 +188,12 @@ class _Trial:
         metrics_logger = None
         if self.primary:
             self.trial_dir.mkdir(parents=True, exist_ok=True)
+            if logs.clear_unfinished_trial(self.trial_dir):
+                print(
+                    f"[algoperf] {self.trial_dir} holds an unfinished trial and no checkpoint "
+                    "to resume from; restarting it from step 0 with its hparams.json.",
+                    file=sys.stderr,
+                )
             self._write_setup_files(trial_seed)
             metrics_logger = logs.MetricsLogger(self.trial_dir)
         workload.attach_metrics_logger(metrics_logger)
@@ -260,6 +271,13 @@ class _Trial:
                 state.preemption_count,
             )
             metrics_logger.finish()
+            summary = {
+                "stop_reason": reason,
+                "global_step": state.global_step,
+                "accumulated_submission_time": state.accumulated_submission_time,
+                "time_to_target": time_to_target,
+            }
+            logs.write_json(self.trial_dir / logs.COMPLETE_FILE, summary)
             last = state.eval_results[-1][1] if state.eval_results else {}
             metric = f"validation/{self.workload.target_metric_name}"
             print(

@@ -196,3 +196,85 @@ def test_help_lists_upstream_flag_names():
         "--data-dir",
     ):
         assert flag in out, flag
+
+
+@pytest.mark.slow
+def test_resume_skips_complete_trials_and_restarts_unfinished_ones(tmp_path):
+    args = [
+        "--framework",
+        "pytorch",
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--experiment_dir",
+        str(tmp_path / "exp"),
+        "--experiment_name",
+        "resume",
+        "--rng_seed",
+        "5",
+        "--num_tuning_trials",
+        "2",
+        "--max_global_steps",
+        "3",
+        "--torch_compile",
+        "false",
+        "--download",
+        "false",
+        "--progress",
+        "false",
+    ]
+    assert algoperf(*args, cwd=tmp_path).returncode == 0
+    folder = tmp_path / "exp" / "resume" / "mnist_pytorch"
+    first = (folder / "trial_1" / "eval_measurements.csv").read_text()
+    # Make trial 2 look interrupted: logs present, no completion marker.
+    (folder / "trial_2" / "trial_complete.json").unlink()
+    hparams = (folder / "trial_2" / "hparams.json").read_text()
+    result = algoperf(*args, "--resume_last_run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trial_1 is complete; skipping it" in result.stderr
+    assert "restarting it from step 0" in result.stderr
+    assert (folder / "trial_1" / "eval_measurements.csv").read_text() == first
+    assert (folder / "trial_2" / "hparams.json").read_text() == hparams
+    rows = read_rows(folder / "trial_2" / "eval_measurements.csv")
+    assert [r["global_step"] for r in rows] == ["1", "3"]  # not appended to the old rows
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "algoperf",
+            "run",
+            "--framework",
+            "pytorch",
+            "--data_dir",
+            str(tmp_path / "data"),
+            "--experiment_dir",
+            str(tmp_path / "exp"),
+            "--download",
+            "false",
+            "--torch_compile",
+            "false",
+            "--progress",
+            "false",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trial = tmp_path / "exp" / "nadamw_external" / "mnist_pytorch" / "trial_1"
+    deadline = time.time() + 120
+    while not (trial / "eval_measurements.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
+    rows = read_rows(trial / "eval_measurements.csv")
+    assert rows and all(row["score"] for row in rows)
