@@ -34,6 +34,42 @@ class SpecWorkload(spec.Workload):
         self.allow_download = allow_download
         # Seed of the fixed eval_train subset; set from data_rng when the train queue is built.
         self._eval_train_seed = 0
+        self._splits = None
+
+    # --- data ------------------------------------------------------------------------------
+    input_pipeline: Any = None
+    """The workload's input_pipeline module: `load_splits(data_dir, layout=, allow_download=)`
+    and `batches(splits, split, global_batch_size, seed=, shard=, num_eval_train_examples=,
+    start_step=)`."""
+    data_layout: str = "NCHW"
+    """Image layout the model wants (`NCHW` in torch, `NHWC` in JAX)."""
+
+    def numpy_batches(
+        self,
+        split: str,
+        data_dir: str,
+        global_batch_size: int,
+        seed: int,
+        shard,
+        start_step: int = 0,
+    ):
+        """This rank's numpy batches: infinite for `train` (from batch `start_step` on, for an
+        exact resume), one padded pass for the eval splits."""
+        if self.input_pipeline is None:
+            raise NotImplementedError(f"{type(self).__name__} defines no input_pipeline.")
+        if self._splits is None:
+            self._splits = self.input_pipeline.load_splits(
+                data_dir, layout=self.data_layout, allow_download=self.allow_download
+            )
+        return self.input_pipeline.batches(
+            self._splits,
+            split,
+            global_batch_size,
+            seed=seed,
+            shard=shard,
+            num_eval_train_examples=self.num_eval_train_examples,
+            start_step=start_step,
+        )
 
     # --- constants -------------------------------------------------------------------------
     @property

@@ -51,8 +51,9 @@ def train_batches(
     seed: int,
     shard: Shard | None = None,
     transform: Transform | None = None,
+    start_step: int = 0,
 ) -> Iterator[Batch]:
-    """An infinite stream of this rank's share of each global batch.
+    """An infinite stream of this rank's share of each global batch, from batch `start_step`.
 
     Epochs are concatenated (a batch may straddle two), so every example appears exactly once per
     epoch across ranks and nothing is dropped. Augmentation gets a generator seeded per
@@ -61,9 +62,10 @@ def train_batches(
     shard = shard or Shard()
     rows = shard.rows(global_batch_size)
     num_examples = len(split)
-    epoch, position = 0, 0
+    # The stream is a pure function of (seed, step): a resumed trial continues it exactly.
+    epoch, position = divmod(start_step * global_batch_size, num_examples)
     order = epoch_order(num_examples, seed, epoch)
-    step = 0
+    step = start_step
     while True:
         needed, parts = global_batch_size, []
         while needed:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 
@@ -43,11 +42,6 @@ class JaxWorkload(SpecWorkload):
 
     def init_inputs(self) -> jnp.ndarray:
         """A batch of inputs with the real per-example shape, for `init`."""
-        raise NotImplementedError
-
-    def numpy_batches(
-        self, split: str, data_dir: str, global_batch_size: int, seed: int, shard: Shard
-    ) -> Iterator[dict[str, np.ndarray]]:
         raise NotImplementedError
 
     @property
@@ -159,11 +153,15 @@ class JaxWorkload(SpecWorkload):
         cache: bool | None = None,
         repeat_final_dataset: bool | None = None,
         num_batches: int | None = None,
+        start_batch: int = 0,
     ) -> Iterator[dict[str, jax.Array]]:
         seed = seed_from_key(jax.random.key_data(data_rng) if _is_typed_key(data_rng) else data_rng)
         if split == "train":
             self._eval_train_seed = seed
-        batches = self.numpy_batches(split, data_dir, global_batch_size, seed, self.shard)
+        # start_batch (ours, not upstream's): continue the train stream of a resumed trial.
+        batches = self.numpy_batches(
+            split, data_dir, global_batch_size, seed, self.shard, start_step=start_batch
+        )
         for count, batch in enumerate(batches):
             if num_batches is not None and count >= num_batches:
                 return

@@ -63,12 +63,6 @@ class TorchWorkload(SpecWorkload):
         """The freshly initialised model (on the CPU)."""
         raise NotImplementedError
 
-    def numpy_batches(
-        self, split: str, data_dir: str, global_batch_size: int, seed: int, shard: Shard
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """This rank's numpy batches: infinite for `train`, one padded pass for eval splits."""
-        raise NotImplementedError
-
     @property
     def shard(self) -> Shard:
         return Shard(self._dist.rank, self._dist.world_size)
@@ -182,11 +176,15 @@ class TorchWorkload(SpecWorkload):
         cache: bool | None = None,
         repeat_final_dataset: bool | None = None,
         num_batches: int | None = None,
+        start_batch: int = 0,
     ) -> Iterator[dict[str, torch.Tensor]]:
         seed = np_rng.seed_from_key(data_rng)
         if split == "train":
             self._eval_train_seed = seed
-        batches = self.numpy_batches(split, data_dir, global_batch_size, seed, self.shard)
+        # start_batch (ours, not upstream's): continue the train stream of a resumed trial.
+        batches = self.numpy_batches(
+            split, data_dir, global_batch_size, seed, self.shard, start_step=start_batch
+        )
         device = self._dist.device
         for count, batch in enumerate(batches):
             if num_batches is not None and count >= num_batches:

@@ -140,10 +140,13 @@ def batches(
     seed: int,
     shard: Shard,
     num_eval_train_examples: int,
+    start_step: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Train: infinite shuffled stream. eval_train/validation/test: one padded pass."""
     if split == "train":
-        return train_batches(splits["train"], global_batch_size, seed=seed, shard=shard)
+        return train_batches(
+            splits["train"], global_batch_size, seed=seed, shard=shard, start_step=start_step
+        )
     if split == "eval_train":
         source = splits["train"].subset(num_eval_train_examples, seed)
     elif split in ("validation", "test"):

@@ -24,27 +24,11 @@ class MLP(nn.Module):
 
 class Workload(JaxWorkload):
     output_param_prefixes = ("layer2",)
-
-    def __init__(self, workload_spec, **kwargs) -> None:
-        super().__init__(workload_spec, **kwargs)
-        self._splits = None
+    input_pipeline = input_pipeline
+    data_layout = "NHWC"
 
     def build_model(self, **model_kwargs) -> nn.Module:
         return MLP(**model_kwargs)
 
     def init_inputs(self):
         return jnp.zeros((1, 28, 28, 1), jnp.float32)
-
-    def numpy_batches(self, split, data_dir, global_batch_size, seed, shard):
-        if self._splits is None:
-            self._splits = input_pipeline.load_splits(
-                data_dir, layout="NHWC", allow_download=self.allow_download
-            )
-        return input_pipeline.batches(
-            self._splits,
-            split,
-            global_batch_size,
-            seed=seed,
-            shard=shard,
-            num_eval_train_examples=self.num_eval_train_examples,
-        )

@@ -1,0 +1,228 @@
+"""CIFAR-10 reader (the python distribution, no torchvision/TensorFlow), augmentation, fake_batch.
+
+Splits as upstream (spec/WORKLOADS.md §4): train = the first 45,000 training images, validation =
+the last 5,000, test = the 10,000 test images. Pixels are scaled to [0, 1] and normalised per
+channel with the SPEC mean/std once at load; train batches get pad-4 + random 32x32 crop + random
+horizontal flip (PyTorch upstream's augmentation; upstream JAX pads only 2 px, a quirk).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import pickle
+from collections.abc import Iterator
+
+import numpy as np
+
+from algoperf.data.arrays import ArraySplit, eval_batches, train_batches
+from algoperf.data.sharding import Shard
+from workloads.cifar import SPEC
+
+MEAN = np.asarray(SPEC.train_mean, np.float32)
+STD = np.asarray(SPEC.train_stddev, np.float32)
+IMAGE_SIZE, NUM_CHANNELS, NUM_CLASSES = 32, 3, 10
+PIXELS_PER_IMAGE = NUM_CHANNELS * IMAGE_SIZE * IMAGE_SIZE
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+BATCHES_DIR = "cifar-10-batches-py"
+NUM_TRAIN_FILE_IMAGES, NUM_TEST_IMAGES = 50_000, 10_000
+# Validation = the last tenth of the 50,000 training images (5,000, as upstream). The same rule
+# splits smaller format-exact fixture files (e.g. 100 images -> 90 train / 10 validation).
+VALIDATION_FRACTION_DENOMINATOR = 10
+PAD = 4
+LAYOUTS = ("NCHW", "NHWC")
+PREPARE_COMMAND = "python -m workloads.cifar.prepare --data_dir DIR"
+
+# The real files are Python-2 pickles of numpy arrays; only these globals may be loaded, so a
+# tampered file cannot run code through pickle.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2 (re-pickled copies)
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR file")
+        return super().find_class(module, name)
+
+
+def read_batch_file(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch file -> (uint8 images [N, 3072] channel-major, int64 labels [N]).
+
+    Raises:
+      ValueError: the file is not a CIFAR-10 python batch (corrupt, truncated, wrong content).
+    """
+    fix = f"delete it and run `{PREPARE_COMMAND}` again."
+    try:
+        with open(path, "rb") as handle:
+            content = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a readable CIFAR-10 batch file ({error}); {fix}") from error
+    if not isinstance(content, dict) or b"data" not in content or b"labels" not in content:
+        raise ValueError(f"{path}: expected a dict with b'data' and b'labels'; {fix}")
+    images = np.asarray(content[b"data"])
+    labels = np.asarray(content[b"labels"])
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != PIXELS_PER_IMAGE:
+        raise ValueError(
+            f"{path}: b'data' is {images.dtype} {images.shape}, expected uint8 [N, "
+            f"{PIXELS_PER_IMAGE}]; {fix}"
+        )
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{path}: {labels.shape} labels for {len(images)} images (need one int each); {fix}"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise ValueError(f"{path}: labels outside [0, {NUM_CLASSES}); {fix}")
+    return images, labels.astype(np.int64)
+
+
+def find_batches_dir(data_dir: str | pathlib.Path) -> pathlib.Path | None:
+    """The folder holding the six batch files, searched in the usual places; None if absent."""
+    root = pathlib.Path(data_dir).expanduser()
+    candidates = (root, root / "cifar10", root / BATCHES_DIR, root / "cifar10" / BATCHES_DIR)
+    for folder in candidates:
+        if all((folder / name).is_file() for name in (*TRAIN_FILES, TEST_FILE)):
+            return folder
+    return None
+
+
+def normalise(images_uint8: np.ndarray, layout: str) -> np.ndarray:
+    """uint8 [N, 3072] (channel-major) -> float32 [N, 3, 32, 32] or [N, 32, 32, 3], normalised."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    images = images_uint8.reshape(-1, NUM_CHANNELS, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
+    # In place: the train split is ~550 MB of float32, temporaries would double the peak.
+    images /= 255.0
+    images -= MEAN[:, None, None]
+    images /= STD[:, None, None]
+    if layout == "NHWC":
+        images = images.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images)
+
+
+def splits_from_dir(folder: pathlib.Path, layout: str) -> dict[str, ArraySplit]:
+    """Read the six batch files in `folder` into train / validation / test splits."""
+    parts = [read_batch_file(folder / name) for name in TRAIN_FILES]
+    train_images = np.concatenate([images for images, _ in parts])
+    train_labels = np.concatenate([labels for _, labels in parts])
+    test_images, test_labels = read_batch_file(folder / TEST_FILE)
+    num_validation = len(train_images) // VALIDATION_FRACTION_DENOMINATOR
+    num_train = len(train_images) - num_validation
+    if num_train < 1 or num_validation < 1 or len(test_images) < 1:
+        raise ValueError(
+            f"{folder}: {len(train_images)} training and {len(test_images)} test images are too "
+            f"few to split; run `{PREPARE_COMMAND}` to get the real dataset."
+        )
+    if len(train_images) != NUM_TRAIN_FILE_IMAGES or len(test_images) != NUM_TEST_IMAGES:
+        logging.warning(
+            "CIFAR-10 in %s holds %d training and %d test images, not %d and %d: using %d train / "
+            "%d validation / %d test. Results are NOT comparable with the benchmark.",
+            folder, len(train_images), len(test_images), NUM_TRAIN_FILE_IMAGES, NUM_TEST_IMAGES,
+            num_train, num_validation, len(test_images),
+        )  # fmt: skip
+    images = normalise(train_images, layout)
+    return {
+        "train": ArraySplit({"inputs": images[:num_train], "targets": train_labels[:num_train]}),
+        "validation": ArraySplit(
+            {"inputs": images[num_train:], "targets": train_labels[num_train:]}
+        ),
+        "test": ArraySplit({"inputs": normalise(test_images, layout), "targets": test_labels}),
+    }
+
+
+def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str, ArraySplit]:
+    """CIFAR-10 from `data_dir` (downloaded first if allowed).
+
+    Raises:
+      FileNotFoundError: the batch files are not there (the message says where and how to get them).
+      ValueError: a batch file is corrupt.
+    """
+    folder = find_batches_dir(data_dir)
+    if folder is None and allow_download:
+        from workloads.cifar.prepare import prepare
+
+        try:
+            prepare(data_dir)
+        except (OSError, ValueError) as error:
+            logging.info("CIFAR-10 download failed: %s", error)
+        folder = find_batches_dir(data_dir)
+    if folder is None:
+        files = ", ".join((*TRAIN_FILES, TEST_FILE))
+        raise FileNotFoundError(
+            f"CIFAR-10 not found under {data_dir}: expected the python distribution's folder "
+            f"{BATCHES_DIR}/ ({files}) in DIR, DIR/cifar10 or DIR/{BATCHES_DIR}. Download it with "
+            f"`{PREPARE_COMMAND}` (or pass allow_download=True)."
+        )
+    return splits_from_dir(folder, layout)
+
+
+def random_crop_and_flip(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+    """Pad 4 px, take a random 32x32 crop and flip half the images horizontally, in one gather.
+
+    The padding is black in pixel space ((0 - mean) / std after normalisation), as torchvision's
+    `RandomCrop(32, padding=4)` before `Normalize` in upstream's PyTorch pipeline.
+    """
+    images = batch["inputs"]
+    channels_last = images.shape[-1] == NUM_CHANNELS  # NHWC; NCHW ends with the width, 32
+    hw_images = images if channels_last else images.transpose(0, 2, 3, 1)  # a view, no copy
+    size = hw_images.shape[0]
+    fill = (0.0 - MEAN) / STD
+    padded = np.empty((size, IMAGE_SIZE + 2 * PAD, IMAGE_SIZE + 2 * PAD, NUM_CHANNELS), np.float32)
+    padded[...] = fill
+    padded[:, PAD:-PAD, PAD:-PAD, :] = hw_images
+    top = rng.integers(0, 2 * PAD + 1, size)
+    left = rng.integers(0, 2 * PAD + 1, size)
+    flip = rng.random(size) < 0.5
+    offsets = np.arange(IMAGE_SIZE)
+    rows = top[:, None] + offsets  # [B, 32]
+    cols = left[:, None] + np.where(flip[:, None], offsets[::-1], offsets)  # [B, 32]
+    cropped = padded[np.arange(size)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if not channels_last:
+        cropped = cropped.transpose(0, 3, 1, 2)
+    return {**batch, "inputs": np.ascontiguousarray(cropped)}
+
+
+def batches(
+    splits: dict[str, ArraySplit],
+    split: str,
+    global_batch_size: int,
+    *,
+    seed: int,
+    shard: Shard,
+    num_eval_train_examples: int,
+    start_step: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Train: infinite shuffled, augmented stream. eval_train/validation/test: one padded pass."""
+    if split == "train":
+        return train_batches(
+            splits["train"], global_batch_size, seed=seed, shard=shard,
+            transform=random_crop_and_flip, start_step=start_step,
+        )  # fmt: skip
+    if split == "eval_train":
+        source = splits["train"].subset(num_eval_train_examples, seed)
+    elif split in ("validation", "test"):
+        source = splits[split]
+    else:
+        raise ValueError(f"unknown split {split!r}; use train, eval_train, validation or test.")
+    return eval_batches(source, global_batch_size, shard=shard)
+
+
+def fake_batch(batch_size: int, *, layout: str = "NCHW", seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch with the real shapes and dtypes (random pixels and labels), for tests."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(batch_size, PIXELS_PER_IMAGE), dtype=np.uint8)
+    return {
+        "inputs": normalise(images, layout),
+        "targets": rng.integers(0, NUM_CLASSES, size=batch_size).astype(np.int64),
+        "weights": np.ones(batch_size, np.float32),
+    }
