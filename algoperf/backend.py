@@ -25,8 +25,8 @@ class Backend(Protocol):
     def sync(self, *trees: Any) -> None:
         """Wait for queued device work on these values, so a clock reading is honest."""
 
-    def agree_max(self, value: float) -> float:
-        """The maximum of `value` over all processes (1 process: `value`)."""
+    def agree_max(self, values: list[float]) -> list[float]:
+        """The element-wise maximum of `values` over all processes (1 process: `values`)."""
 
     def prepare_model(self, workload: Any, params: Any, *, compile_model: bool) -> Any:
         """Apply the compile policy to freshly initialised params (untimed)."""

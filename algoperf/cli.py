@@ -180,8 +180,23 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command == "run":
-        return command_run(args)
+        code = command_run(args)
+        _exit_distributed(code)
+        return code
     return command_list(args)
+
+
+def _exit_distributed(code: int) -> None:
+    """Under torchrun, leave through the process-group teardown that avoids gloo's exit race."""
+    torch = sys.modules.get("torch")
+    if (
+        torch is not None
+        and torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+    ):
+        from algoperf.torch.distributed import shutdown_and_exit
+
+        shutdown_and_exit(code)
 
 
 if __name__ == "__main__":

@@ -28,4 +28,4 @@ def sync_ddp_time(time: float, device) -> float:
     del device
     from algoperf.torch.backend import make_backend
 
-    return make_backend().agree_max(time)
+    return make_backend().agree_max([time])[0]

@@ -14,6 +14,7 @@ from typing import Any
 
 from algoperf import spec
 from algoperf.clock import Clock
+from algoperf.schedule import EvalSchedule
 from algoperf.submission import Submission
 
 
@@ -37,6 +38,8 @@ class LoopState:
     eval_submission_times: list = dataclasses.field(default_factory=list)
     """The submission time of each eval, parallel to eval_results."""
     preemption_count: int = 0
+    preempted: bool = False
+    """The loop stopped on a stop request (SIGTERM/SIGUSR1) after saving a checkpoint."""
 
     def train_state(self) -> types.MappingProxyType:
         """The read-only view passed to `update_params(..., train_state=...)`."""
@@ -188,9 +191,19 @@ def train_loop(
     state: LoopState | None = None,
     on_eval: Callable[[dict, LoopState, TrainVars], None] = lambda row, state, variables: None,
     on_step: Callable[[LoopState, float], None] | None = None,
+    schedule: EvalSchedule | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    on_stop: Callable[[LoopState, TrainVars], None] = lambda state, variables: None,
 ) -> LoopState:
-    """Train until the budget is spent, both targets are reached, or training is complete."""
+    """Train until the budget is spent, both targets are reached, or training is complete.
+
+    `state` continues a restored trial. With several processes, `schedule` agrees eval points
+    and stop requests across ranks (see algoperf/schedule.py). A stop request ends the loop
+    after `on_stop` (which checkpoints); it is not a trial end.
+    """
     state = state or LoopState()
+    schedule = schedule or EvalSchedule()
+    multi_process = getattr(backend, "world_size", 1) > 1
     start = clock.now()
     if state.global_step == 0:
         state.global_start_time = start
@@ -209,16 +222,35 @@ def train_loop(
         state.accumulated_submission_time += now - state.last_step_end_time
         # An eval is due once a period of wall time has passed since the last eval ended, and
         # always when training is complete (RULES.md §4 "Eval eligibility").
-        if now - state.last_eval_time >= settings.eval_period_sec or state.training_complete:
+        period_due, stop = schedule.due(
+            step=state.global_step,
+            now=now,
+            last_eval_time=state.last_eval_time,
+            period=settings.eval_period_sec,
+            stop=stop_requested(),
+        )
+        if stop and not state.training_complete:
+            state.last_step_end_time = clock.now()
+            state.preempted = True
+            on_stop(state, variables)
+            return state
+        if period_due or state.training_complete:
             prep_start = clock.now()
             _prepare_for_eval(workload, submission, hyperparameters, variables, state, rngs[2])
             state.accumulated_submission_time += clock.now(variables.params) - prep_start
+            if multi_process:  # every rank logs and decides with the slowest rank's time
+                (state.accumulated_submission_time,) = backend.agree_max(
+                    [state.accumulated_submission_time]
+                )
             # The budget is checked only here, after prepare_for_eval; once it is spent no eval
             # runs, so steps past the budget can never count as a target hit (upstream #719).
             state.is_time_remaining = state.accumulated_submission_time < settings.budget_sec
             if state.is_time_remaining:
                 _eval_and_log(workload, variables, state, settings, clock, rngs[3], on_eval)
                 state.last_eval_time = clock.now()
+                if multi_process:
+                    (state.last_eval_time,) = backend.agree_max([state.last_eval_time])
+            schedule.reset(state.global_step)
         state.last_step_end_time = clock.now()
         if on_step is not None:
             on_step(state, state.last_step_end_time)

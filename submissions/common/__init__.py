@@ -1,0 +1,1 @@
+"""Code shared by the reference submissions: schedule, optimizers, batch sizes, train steps."""

@@ -1,0 +1,92 @@
+"""The PyTorch training step shared by the reference submissions (timed: RULES.md §1, §4).
+
+A submission builds a `torch.optim.Optimizer` and a `WarmupCosine` schedule; `optimizer_state`
+pairs them, and `update_params` runs one forward/backward/update without host syncs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from algoperf import spec
+from submissions.common.schedules import WarmupCosine
+
+# Scalars are logged every this many steps; only then are device values read on the host.
+LOG_EVERY_STEPS = 100
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, schedule: WarmupCosine) -> dict[str, Any]:
+    """The submission's optimizer state: both entries have `state_dict`/`load_state_dict`.
+
+    `LambdaLR` multiplies the optimizer's lr (the schedule's peak) by the schedule's shape.
+    """
+    return {"optimizer": optimizer, "scheduler": LambdaLR(optimizer, schedule.multiplier())}
+
+
+def _mean_loss(workload, logits, batch, label_smoothing: float, use_ddp: bool) -> torch.Tensor:
+    """The loss over the global batch: `loss_fn` sums are per rank, so all-reduce them first."""
+    losses = workload.loss_fn(
+        batch["targets"], logits, batch.get("weights"), label_smoothing=label_smoothing
+    )
+    summed, n_valid = losses["summed"], losses["n_valid_examples"]
+    if use_ddp:
+        # The autograd-aware all_reduce: DDP's gradient averaging then yields d(mean)/dparams.
+        import torch.distributed.nn as dist_nn
+
+        n_valid = torch.as_tensor(n_valid, dtype=summed.dtype, device=summed.device)
+        summed = dist_nn.all_reduce(summed)
+        n_valid = dist_nn.all_reduce(n_valid)
+    return summed / n_valid
+
+
+def update_params(
+    workload: spec.Workload,
+    model: torch.nn.Module,
+    model_state: spec.ModelAuxiliaryState,
+    hyperparameters: Any,
+    batch: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    global_step: int,
+    rng: spec.RandomState,
+    *,
+    use_ddp: bool,
+) -> spec.UpdateReturn:
+    """One training step; hyperparameters read: label_smoothing, dropout_rate, grad_clip.
+
+    `dropout_rate` None means the workload's default; `grad_clip` absent means no clipping.
+    """
+    optimizer, scheduler = optimizer_state["optimizer"], optimizer_state["scheduler"]
+    label_smoothing = getattr(hyperparameters, "label_smoothing", 0.0)
+    dropout_rate = getattr(hyperparameters, "dropout_rate", None)
+    grad_clip = getattr(hyperparameters, "grad_clip", None)
+
+    optimizer.zero_grad(set_to_none=True)
+    logits, new_model_state = workload.model_fn(
+        model,
+        batch,
+        model_state,
+        spec.ForwardPassMode.TRAIN,
+        rng,
+        update_batch_norm=True,
+        dropout_rate=dropout_rate,
+    )
+    loss = _mean_loss(workload, logits, batch, label_smoothing, use_ddp)
+    loss.backward()
+    grad_norm = None
+    if grad_clip is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+    if global_step % LOG_EVERY_STEPS == 0 and workload.metrics_logger is not None:
+        if grad_norm is None:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+        # The only host reads of the step, on logging steps only.
+        workload.metrics_logger.append_scalar_metrics(
+            {"loss": loss.item(), "grad_norm": grad_norm.item()}, global_step
+        )
+    return optimizer_state, model, new_model_state

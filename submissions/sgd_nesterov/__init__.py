@@ -1,0 +1,1 @@
+"""Reference submission: sgd_nesterov."""
