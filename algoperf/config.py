@@ -62,6 +62,11 @@ class RunConfig:
     """Delete an existing <workload>_<framework> log folder of this experiment first."""
     resume_last_run: bool = False
     """Reuse an existing log folder (continue its trials)."""
+    save_checkpoints: bool = True
+    """Checkpoint at every eval, at the end, and on SIGTERM/SIGUSR1 (for --resume_last_run)."""
+    eval_every_steps: int | None = None
+    """Testing only: eval every N steps instead of every eval period of wall time. This breaks
+    the timing rules; logs made with it are not comparable."""
     benchmark_version: str = versions.DEFAULT_VERSION
     """Benchmark version whose budgets and eval periods apply: v0.5, v0.6 or v1.0."""
     download: bool = True
@@ -87,6 +92,8 @@ class RunConfig:
             raise ValueError("--num_tuning_trials must be at least 1.")
         if self.max_global_steps is not None and self.max_global_steps < 1:
             raise ValueError("--max_global_steps must be a positive number of steps.")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ValueError("--eval_every_steps must be a positive number of steps.")
         if self.overwrite and self.resume_last_run:
             raise ValueError("choose one of --overwrite and --resume_last_run, not both.")
         if self.rng_seed is not None and self.rng_seed < 0:

@@ -68,6 +68,24 @@ def clear_unfinished_trial(trial_dir: pathlib.Path) -> bool:
     return any(path.name == EVAL_FILE for path in found)
 
 
+def truncate_after_step(trial_dir: pathlib.Path, global_step: int) -> None:
+    """Drop CSV rows logged after `global_step` (a resumed trial logs them again)."""
+    for name in (EVAL_FILE, ALL_FILE):
+        path = trial_dir / name
+        if not path.exists():
+            continue
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = [r for r in reader if int(float(r.get("global_step") or 0)) <= global_step]
+        fd, tmp = tempfile.mkstemp(dir=trial_dir, prefix=f".{name}.")
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+
 def write_json(path: pathlib.Path, payload: Any) -> None:
     """Write JSON atomically (temp file + rename): a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,14 +7,18 @@ import json
 import logging
 import os
 import pathlib
+import signal
 import sys
+import threading
+import time
 
-from algoperf import logs, rng, runner, tuning, versions
+from algoperf import checkpoint, logs, rng, runner, tuning, versions
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
 from algoperf.process import configure_process
 from algoperf.progress import Progress
+from algoperf.schedule import EvalSchedule
 from algoperf.submission import Submission, load_submission
 
 log = logging.getLogger("algoperf")
@@ -116,6 +120,55 @@ def run(config: RunConfig) -> list[TrialResult]:
     return results
 
 
+class CountingIterator:
+    """The train input queue, counting the batches taken (the data position of a checkpoint)."""
+
+    def __init__(self, iterator, consumed: int = 0) -> None:
+        self._iterator = iterator
+        self.consumed = consumed
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self._iterator)
+        self.consumed += 1
+        return batch
+
+
+class StopRequests:
+    """SIGTERM/SIGUSR1 (what Slurm sends before preemption) set a flag the loop acts on."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous = {}
+
+    def requested(self) -> bool:
+        return self._flag
+
+    def _handler(self, signum, frame) -> None:
+        del frame
+        self._flag = True
+        print(
+            f"\n[algoperf] received {signal.Signals(signum).name}: checkpointing at the next "
+            "step and stopping.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
 class _Trial:
     """The untimed setup of one trial around `runner.train_loop` (RUNNER.md §5 order)."""
 
@@ -142,7 +195,7 @@ class _Trial:
             factor = versions.get_version(config.benchmark_version).self_tuning_budget_factor
         self.budget_sec = workload.max_allowed_runtime_sec * factor
 
-    def _write_setup_files(self, trial_seed: int) -> None:
+    def _write_setup_files(self, trial_seed: int, preemption_count: int = 0) -> None:
         hparams_path = self.trial_dir / "hparams.json"
         if self.hyperparameters is not None:
             if hparams_path.exists():  # resumed trial: keep the point it started with
@@ -164,45 +217,87 @@ class _Trial:
             "budget_sec": self.budget_sec,
             "device_count": self.backend.device_count,
         }
-        logs.write_json(self.trial_dir / "meta_data_0.json", meta)
+        logs.write_json(self.trial_dir / f"meta_data_{preemption_count}.json", meta)
         flags = dataclasses.asdict(self.config)
         flags["submission_path"] = str(self.submission.path)
         flags["experiment_name"] = self.config.resolved_experiment_name
-        logs.write_json(self.trial_dir / "flags_0.json", flags)
+        logs.write_json(self.trial_dir / f"flags_{preemption_count}.json", flags)
+
+    def _restore_point(self):
+        """(loop state, meta, folder) of the checkpoint to resume from, or None."""
+        if not self.config.resume_last_run:
+            return None
+        folder = checkpoint.latest(self.trial_dir)
+        if folder is None:
+            return None
+        state, meta = checkpoint.read(folder)
+        expected = {
+            "workload": self.config.resolved_workload,
+            "framework": self.config.framework,
+            "benchmark_version": self.config.benchmark_version,
+            "tuning_ruleset": self.config.tuning_ruleset,
+            "global_batch_size": self.batch_size,
+        }
+        checkpoint.check_compatible(meta, expected, folder)
+        return state, meta, folder
 
     def run(self) -> TrialResult:
         config, backend, workload = self.config, self.backend, self.workload
+        restore = self._restore_point()
+        if restore is not None and restore[1].run_seed != self.run_seed:
+            self.run_seed = restore[1].run_seed  # the step RNGs must continue the same tree
         trial_seed = rng.trial_seed(self.run_seed, self.index)
         data_rng, opt_init_rng, model_init_rng, loop_rng = backend.split(
             backend.prng_key(trial_seed), 4
         )
         backend.reset_memory()
-        input_queue = workload._build_input_queue(
-            data_rng, "train", config.data_dir, self.batch_size
+        consumed = restore[1].batches_consumed if restore else 0
+        input_queue = CountingIterator(
+            workload._build_input_queue(
+                data_rng, "train", config.data_dir, self.batch_size, start_batch=consumed
+            ),
+            consumed,
         )
         params, model_state = workload.init_model_fn(model_init_rng)
         params = backend.prepare_model(workload, params, compile_model=config.torch_compile)
         optimizer_state = self.submission.init_optimizer_state(
             workload, params, model_state, self.hyperparameters, opt_init_rng
         )
-        metrics_logger = None
-        if self.primary:
-            self.trial_dir.mkdir(parents=True, exist_ok=True)
-            if logs.clear_unfinished_trial(self.trial_dir):
-                print(
-                    f"[algoperf] {self.trial_dir} holds an unfinished trial and no checkpoint "
-                    "to resume from; restarting it from step 0 with its hparams.json.",
-                    file=sys.stderr,
-                )
-            self._write_setup_files(trial_seed)
-            metrics_logger = logs.MetricsLogger(self.trial_dir)
+        variables = runner.TrainVars(params, model_state, optimizer_state)
+        state = None
+        if restore is not None:
+            state, meta, folder = restore
+            variables = backend.load_state(folder, variables)
+            # Absolute times move on by the time the trial spent stopped.
+            shift = time.time() - meta.saved_at
+            state.global_start_time += shift
+            state.last_eval_time += shift
+            state.preemption_count += 1
+            state.preempted = False
+        metrics_logger = self._open_logs(trial_seed, state)
         workload.attach_metrics_logger(metrics_logger)
         progress = Progress(
             enabled=config.progress and self.primary,
             budget_sec=self.budget_sec,
             target=f"{workload.validation_target_value:g}",
         )
-        self._announce(trial_seed)
+        self._announce(trial_seed, state)
+
+        def save(state, variables):
+            meta = checkpoint.Meta(
+                workload=config.resolved_workload,
+                framework=config.framework,
+                benchmark_version=config.benchmark_version,
+                tuning_ruleset=config.tuning_ruleset,
+                run_seed=self.run_seed,
+                trial_seed=trial_seed,
+                global_batch_size=self.batch_size,
+                batches_consumed=input_queue.consumed,
+                saved_at=time.time(),
+            )
+            if self.primary:
+                checkpoint.save(self.trial_dir, backend, variables, state, meta)
+            backend.barrier()
 
         def on_eval(row, state, variables):
             if metrics_logger is not None:
@@ -213,8 +308,9 @@ class _Trial:
                     is_eval=True,
                 )
             progress.evaluated(row, workload.target_metric_name)
+            if config.save_checkpoints:
+                save(state, variables)
 
-        variables = runner.TrainVars(params, model_state, optimizer_state)
         settings = runner.LoopSettings(
             budget_sec=self.budget_sec,
             eval_period_sec=workload.eval_period_time_sec,
@@ -223,29 +319,65 @@ class _Trial:
             data_dir=config.data_dir,
             imagenet_v2_data_dir=config.imagenet_v2_data_dir,
             max_global_steps=config.max_global_steps,
+            eval_every_steps=config.eval_every_steps,
         )
-        clock = Clock(sync=backend.sync)
-        try:
-            state = runner.train_loop(
-                workload,
-                self.submission,
-                self.hyperparameters,
-                variables,
-                input_queue,
-                loop_rng,
-                backend=backend,
-                clock=clock,
-                settings=settings,
-                on_eval=on_eval,
-                on_step=progress.step,
-            )
-        finally:
-            progress.close()
+        multi = backend.world_size > 1
+        schedule = EvalSchedule(backend.agree_max if multi else None)
+        with StopRequests() as stop:
+            try:
+                state = runner.train_loop(
+                    workload,
+                    self.submission,
+                    self.hyperparameters,
+                    variables,
+                    input_queue,
+                    loop_rng,
+                    backend=backend,
+                    clock=Clock(sync=backend.sync),
+                    settings=settings,
+                    state=state,
+                    on_eval=on_eval,
+                    on_step=progress.step,
+                    schedule=schedule,
+                    stop_requested=stop.requested,
+                    on_stop=save,
+                )
+            finally:
+                progress.close()
+        if not state.preempted and config.save_checkpoints:
+            save(state, variables)  # the final state, as upstream (logging time, untimed)
         return self._finish(state, metrics_logger)
 
-    def _announce(self, trial_seed: int) -> None:
+    def _open_logs(self, trial_seed: int, restored_state):
+        """Rank 0: the trial's setup files and its metrics logger (None on other ranks)."""
+        if not self.primary:
+            return None
+        self.trial_dir.mkdir(parents=True, exist_ok=True)
+        if restored_state is None:
+            if logs.clear_unfinished_trial(self.trial_dir):
+                print(
+                    f"[algoperf] {self.trial_dir} holds an unfinished trial and no checkpoint "
+                    "to resume from; restarting it from step 0 with its hparams.json.",
+                    file=sys.stderr,
+                )
+        else:
+            # Rows logged after the checkpoint was taken are replayed by the resumed run.
+            logs.truncate_after_step(self.trial_dir, restored_state.global_step)
+            (self.trial_dir / logs.COMPLETE_FILE).unlink(missing_ok=True)
+        preemption_count = restored_state.preemption_count if restored_state else 0
+        self._write_setup_files(trial_seed, preemption_count)
+        return logs.MetricsLogger(self.trial_dir, preemption_count)
+
+    def _announce(self, trial_seed: int, restored_state=None) -> None:
         if not self.primary:
             return
+        if restored_state is not None:
+            print(
+                f"[algoperf] resuming {self.trial_dir} at step {restored_state.global_step} "
+                f"({restored_state.accumulated_submission_time:.1f}s submission time), "
+                f"preemption {restored_state.preemption_count}",
+                file=sys.stderr,
+            )
         hp = (
             self.hyperparameters._asdict()
             if self.hyperparameters is not None
@@ -262,6 +394,15 @@ class _Trial:
         )
 
     def _finish(self, state: runner.LoopState, metrics_logger) -> TrialResult:
+        if state.preempted:
+            if self.primary:
+                print(
+                    f"[algoperf] stop requested: checkpoint saved at step {state.global_step}; "
+                    "continue with --resume_last_run.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return TrialResult(self.trial_dir, state, None, "preempted")
         time_to_target = runner.time_to_target(self.workload, state)
         reason = runner.describe_stop(state, self.budget_sec)
         if metrics_logger is not None:

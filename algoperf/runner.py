@@ -68,6 +68,8 @@ class LoopSettings:
     data_dir: str
     imagenet_v2_data_dir: str | None = None
     max_global_steps: int | None = None
+    eval_every_steps: int | None = None
+    """Testing only: eval after steps 1, 1+N, 1+2N, ... instead of by wall time."""
 
 
 @dataclasses.dataclass
@@ -234,6 +236,8 @@ def train_loop(
             state.preempted = True
             on_stop(state, variables)
             return state
+        if settings.eval_every_steps is not None:
+            period_due = (state.global_step - 1) % settings.eval_every_steps == 0
         if period_due or state.training_complete:
             prep_start = clock.now()
             _prepare_for_eval(workload, submission, hyperparameters, variables, state, rngs[2])

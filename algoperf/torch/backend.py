@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import pickle
 
 import numpy as np
 import torch
@@ -90,7 +91,14 @@ class TorchBackend:
             for key, value in variables.optimizer_state.items():
                 if key in payload["optimizer"]:
                     value.load_state_dict(payload["optimizer"][key])
-        except (OSError, RuntimeError, KeyError, EOFError, ValueError) as error:
+        except (
+            OSError,
+            RuntimeError,
+            KeyError,
+            EOFError,
+            ValueError,
+            pickle.UnpicklingError,
+        ) as error:
             raise CheckpointError(
                 f"checkpoint {folder} could not be loaded ({type(error).__name__}: "
                 f"{str(error).splitlines()[0]}); delete it to restart the trial."

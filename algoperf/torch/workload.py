@@ -7,6 +7,7 @@ its data (`numpy_batches`) and, where it differs from classification, its loss a
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -182,14 +183,15 @@ class TorchWorkload(SpecWorkload):
         if split == "train":
             self._eval_train_seed = seed
         # start_batch (ours, not upstream's): continue the train stream of a resumed trial.
+        # Called here, not inside a generator, so the dataset is read now (the runner builds the
+        # queue before the clock starts), not in the first timed step.
         batches = self.numpy_batches(
             split, data_dir, global_batch_size, seed, self.shard, start_step=start_batch
         )
+        if num_batches is not None:
+            batches = itertools.islice(batches, num_batches)
         device = self._dist.device
-        for count, batch in enumerate(batches):
-            if num_batches is not None and count >= num_batches:
-                return
-            yield to_torch(batch, device)
+        return (to_torch(batch, device) for batch in batches)
 
     def _eval_model_on_split(
         self,
