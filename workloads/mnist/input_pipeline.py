@@ -83,9 +83,18 @@ def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, A
     if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
         raise ValueError("MNIST: image and label files have different lengths; re-download them.")
     images, labels = normalise(train_images, layout), train_labels.astype(np.int64)
+    num_train = NUM_TRAIN
+    if len(images) != NUM_TRAIN + 10_000:
+        # Not the real 60,000 (e.g. test fixtures): keep upstream's 5:1 train/validation ratio.
+        num_train = len(images) * 5 // 6
+        warnings.warn(
+            f"MNIST in {files['train_images'].parent} has {len(images)} training images, not "
+            f"60,000: using {num_train} for train and {len(images) - num_train} for validation.",
+            stacklevel=2,
+        )
     return {
-        "train": ArraySplit({"inputs": images[:NUM_TRAIN], "targets": labels[:NUM_TRAIN]}),
-        "validation": ArraySplit({"inputs": images[NUM_TRAIN:], "targets": labels[NUM_TRAIN:]}),
+        "train": ArraySplit({"inputs": images[:num_train], "targets": labels[:num_train]}),
+        "validation": ArraySplit({"inputs": images[num_train:], "targets": labels[num_train:]}),
         "test": ArraySplit(
             {"inputs": normalise(test_images, layout), "targets": test_labels.astype(np.int64)}
         ),

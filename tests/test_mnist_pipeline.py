@@ -1,0 +1,123 @@
+"""MNIST readers on format-exact idx fixture files (written here), the offline fallback, and the
+checksummed download helper."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+from algoperf.data.download import fetch
+from algoperf.data.sharding import Shard
+from workloads.mnist import input_pipeline as mnist
+
+
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def fixture_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    train = rng.integers(0, 256, (60, 28, 28))
+    write_idx(folder / "train-images-idx3-ubyte", train, compress=True)
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(60) % 10, compress=True)
+    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (12, 28, 28)), False)
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.arange(12) % 10, compress=False)
+    return tmp_path, train
+
+
+def load(data_dir, layout="NCHW"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mnist.load_splits(str(data_dir), layout=layout, allow_download=False)
+
+
+def test_reads_idx_files_gz_and_plain(fixture_dir):
+    data_dir, train = fixture_dir
+    splits = load(data_dir)
+    assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (50, 10, 12)
+    first = splits["train"].arrays["inputs"][0]
+    assert first.shape == (1, 28, 28) and first.dtype == np.float32
+    np.testing.assert_allclose(first[0], (train[0] / 255.0 - 0.1307) / 0.3081, rtol=1e-6)
+    assert splits["validation"].arrays["targets"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert load(data_dir, "NHWC")["test"].arrays["inputs"].shape == (12, 28, 28, 1)
+
+
+def test_batches_shard_and_pad(fixture_dir):
+    splits = load(fixture_dir[0])
+    rank_batches = [
+        next(
+            mnist.batches(splits, "train", 8, seed=1, shard=Shard(r, 2), num_eval_train_examples=20)
+        )
+        for r in range(2)
+    ]
+    assert rank_batches[0]["inputs"].shape == (4, 1, 28, 28)
+    full = next(
+        mnist.batches(splits, "train", 8, seed=1, shard=Shard(), num_eval_train_examples=20)
+    )
+    np.testing.assert_array_equal(
+        np.concatenate([b["targets"] for b in rank_batches]), full["targets"]
+    )
+    weights = [
+        b["weights"].sum()
+        for r in range(2)
+        for b in mnist.batches(
+            splits, "test", 8, seed=0, shard=Shard(r, 2), num_eval_train_examples=20
+        )
+    ]
+    assert sum(weights) == 12  # every test image once, padding weighted 0
+    eval_train = list(
+        mnist.batches(splits, "eval_train", 8, seed=3, shard=Shard(), num_eval_train_examples=20)
+    )
+    assert sum(b["weights"].sum() for b in eval_train) == 20
+
+
+def test_corrupt_and_missing_files(tmp_path, fixture_dir):
+    data_dir, _ = fixture_dir
+    bad = tmp_path / "bad-idx"
+    bad.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">III", 5, 28, 28) + b"\x00" * 10)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        mnist.read_idx(bad)
+    bad.write_bytes(b"PK\x03\x04 not idx")
+    with pytest.raises(ValueError, match="bad magic"):
+        mnist.read_idx(bad)
+    assert mnist.find_files(tmp_path / "nowhere") is None
+
+
+def test_offline_fallback_is_loud_and_deterministic(tmp_path):
+    with pytest.warns(UserWarning, match="NOT comparable"):
+        splits = mnist.load_splits(str(tmp_path), layout="NCHW", allow_download=False)
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [4000, 500, 500]
+    again = mnist.fallback_splits("NCHW")
+    np.testing.assert_array_equal(splits["test"].arrays["targets"], again["test"].arrays["targets"])
+    counts = np.bincount(splits["validation"].arrays["targets"], minlength=10)
+    assert counts.min() > 30  # shuffled before splitting: every digit in validation
+
+
+def test_fetch_checks_md5_and_leaves_nothing_half_written(tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"hello mnist")
+    md5 = hashlib.md5(b"hello mnist").hexdigest()
+    target = tmp_path / "out" / "file.bin"
+    fetch([source.as_uri()], target, md5)
+    assert target.read_bytes() == b"hello mnist"
+    other = tmp_path / "out" / "other.bin"
+    with pytest.raises(OSError, match="md5"):
+        fetch([source.as_uri()], other, "0" * 32)
+    assert sorted(p.name for p in other.parent.iterdir()) == ["file.bin"]
+    with pytest.raises(OSError, match="could not download"):
+        fetch([(tmp_path / "missing").as_uri()], other, md5)
