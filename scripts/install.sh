@@ -16,7 +16,9 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 echo "[install] pip install -e .[${extras}] into .venv (about 2-3 minutes the first time)"
-.venv/bin/pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+# (this machine's pip config names extra local indexes; pip warns about each missing one)
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[${extras}]" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 case ",${extras}," in
   *,recsys,*|*,all,*)
     echo "[install] torchrec (--no-deps)"
