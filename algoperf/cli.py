@@ -13,6 +13,7 @@ import sys
 import typing
 
 from algoperf.config import RunConfig, field_docs
+from algoperf.tune import SweepConfig
 
 EXAMPLES = """\
 examples:
@@ -23,6 +24,7 @@ examples:
   algoperf run --tuning_ruleset self \
       --submission_path submissions/nadamw_self_tuning/submission_torch.py
   torchrun --standalone --nproc_per_node=4 -m algoperf run --workload cifar
+  algoperf tune --rng_seed 1 --num_studies 2 --num_tuning_trials 2   # a small sweep
   algoperf list                                   # every workload, variant, target and budget
 """
 
@@ -36,18 +38,22 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _base_type(annotation: str):
-    hints = {"int": int, "str": str, "bool": bool, "float": float}
+    hints = {"int": int, "str": str, "bool": bool, "float": float, "tuple[str": _names}
     for name, kind in hints.items():
         if annotation.startswith(name):
             return kind
     raise TypeError(f"unsupported config field type {annotation}")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per RunConfig field, underscore and dashed spellings, help from its docstring."""
-    docs = field_docs(RunConfig)
-    for field in dataclasses.fields(RunConfig):
+def add_config_arguments(parser: argparse.ArgumentParser, config_class=RunConfig) -> None:
+    """One option per config field, underscore and dashed spellings, help from its docstring."""
+    docs = field_docs(config_class)
+    for field in dataclasses.fields(config_class):
         annotation = field.type if isinstance(field.type, str) else str(field.type)
         kind = _base_type(annotation)
         names = [f"--{field.name}"]
@@ -111,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         help="python logging level (default: WARNING)",
     )
+    tune_parser = commands.add_parser(
+        "tune",
+        help="a sweep: studies x trials of a submission on workloads (resumable)",
+        description="Run studies x trials; logs go to <experiment_dir>/<experiment_name>/"
+        "study_<k>/<workload>_<framework>/trial_<n>/ (what `algoperf score` reads). Rerun the "
+        "same command to continue an interrupted sweep: finished trials are skipped.",
+    )
+    add_config_arguments(tune_parser)
+    add_config_arguments(tune_parser, SweepConfig)
+    tune_parser.add_argument("--log_level", "--log-level", default="WARNING")
     list_parser = commands.add_parser("list", help="list workloads, variants, targets, budgets")
     list_parser.add_argument("--benchmark_version", "--benchmark-version", default="v1.0")
     return parser
@@ -147,6 +163,42 @@ def command_run(args: argparse.Namespace) -> int:
     return 0 if results else 1
 
 
+def command_tune(args: argparse.Namespace) -> int:
+    from algoperf import versions
+    from algoperf.tune import tune
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(RunConfig)
+        if hasattr(args, f.name)
+    }
+    sweep = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SweepConfig)
+        if hasattr(args, f.name)
+    }
+    try:
+        if "num_tuning_trials" not in values:
+            version = versions.get_version(values.get("benchmark_version", "v1.0"))
+            values["num_tuning_trials"] = version.num_trials
+        ran = tune(RunConfig(**values), SweepConfig(**sweep))
+    except KeyboardInterrupt:
+        print(
+            "\n[algoperf] interrupted (Ctrl-C): rerun the same command to continue the sweep.",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, FileExistsError, FileNotFoundError, NotImplementedError) as error:
+        print(f"algoperf tune: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"[algoperf tune] {ran} trial(s) run; finished trials are skipped on a rerun.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def command_list(args: argparse.Namespace) -> int:
     import workloads
 
@@ -179,11 +231,13 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "run":
-        code = command_run(args)
+    if args.command in ("run", "tune"):
+        code = command_run(args) if args.command == "run" else command_tune(args)
         _exit_distributed(code)
         return code
-    return command_list(args)
+    if args.command == "list":
+        return command_list(args)
+    return args.func(args)
 
 
 def _exit_distributed(code: int) -> None:
