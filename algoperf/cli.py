@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tune_parser)
     add_config_arguments(tune_parser, SweepConfig)
     tune_parser.add_argument("--log_level", "--log-level", default="WARNING")
+    from algoperf.scoring.cli import add_commands
+
+    add_commands(commands)  # score, check-logs
     list_parser = commands.add_parser("list", help="list workloads, variants, targets, budgets")
     list_parser.add_argument("--benchmark_version", "--benchmark-version", default="v1.0")
     return parser

@@ -66,3 +66,54 @@ def test_mini_sweep_layout_points_and_rerun(tmp_path):
     again = tune(tmp_path)
     assert "1 trial(s) run" in again.stderr
     assert json.loads((trials[3].parent / "hparams.json").read_text()) == points[3]
+
+
+def cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "algoperf", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_mini_sweep_is_scored_and_its_logs_pass_the_checker(tmp_path):
+    import csv
+    import shutil
+
+    assert tune(tmp_path).returncode == 0
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps({"mnist": {"metric": "accuracy", "target": 0.05}}))
+    out = tmp_path / "scores"
+    scored = cli(
+        "score",
+        "--submission_directory",
+        str(tmp_path / "exp"),
+        "--targets",
+        str(targets),
+        "--output_dir",
+        str(out),
+    )
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    with open(out / "scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["submission"] for r in rows] == ["adamw"] and float(rows[0]["score"]) == 1.0
+    assert (out / "performance_profiles.png").stat().st_size > 0
+
+    checked = cli("check-logs", str(tmp_path / "exp"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tmp_path / "exp", tampered)
+    path = next(tampered.rglob("eval_measurements.csv"))
+    with open(path, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    table[-1]["score"] = str(float(table[0]["score"]) - 1.0)  # submission time going backwards
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    failed = cli("check-logs", str(tampered))
+    assert failed.returncode == 1 and "score_monotone" in failed.stdout + failed.stderr

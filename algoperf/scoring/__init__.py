@@ -1,0 +1,7 @@
+"""Scoring (spec/RULES.md §7) and log compliance checks: `algoperf score`, `algoperf check-logs`.
+
+Modules: `targets` (what each workload must reach), `read` (the log tree), `score` (time to
+target, performance profiles, benchmark score, speedups), `report` (CSV, PNG, Markdown),
+`check_logs` (per-trial rule checks) and `cli`. Importing this package imports neither pandas
+nor matplotlib.
+"""
