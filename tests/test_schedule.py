@@ -33,8 +33,13 @@ def simulate(step_times: list[float], skews: tuple[float, float], period: float,
         per_rank = []
         for rank, schedule in enumerate(schedules):
             now = ends[step - 1] + skews[rank]
-            due, stop = schedule.due(step=step, now=now, last_eval_time=last_eval[rank],
-                                     period=period, stop=stop_flag(rank, step))
+            due, stop = schedule.due(
+                step=step,
+                now=now,
+                last_eval_time=last_eval[rank],
+                period=period,
+                stop=stop_flag(rank, step),
+            )
             per_rank.append((due, stop))
             if due:
                 schedule.reset(step)
@@ -54,8 +59,9 @@ def test_ranks_agree_and_evals_are_at_most_one_step_late(skews):
     previous = ends[0] + max(skews)
     for step in eval_steps[1:]:
         # The first step at which 10 s had passed (by the slowest clock) since the last eval.
-        ideal = next(s for s in range(1, len(ends) + 1)
-                     if ends[s - 1] + max(skews) - previous >= 10.0)
+        ideal = next(
+            s for s in range(1, len(ends) + 1) if ends[s - 1] + max(skews) - previous >= 10.0
+        )
         assert ideal <= step <= ideal + 1
         previous = ends[step - 1] + max(skews)
     assert checks < 200  # vs 5000 collectives for an all-reduce every step
@@ -78,8 +84,12 @@ def test_stop_request_on_one_rank_is_agreed_at_the_next_check():
 def test_single_process_checks_every_step_without_collectives():
     schedule = EvalSchedule()
     assert schedule.due(step=1, now=5.0, last_eval_time=0.0, period=10.0, stop=False) == (
-        False, False)
+        False,
+        False,
+    )
     assert schedule.due(step=2, now=10.0, last_eval_time=0.0, period=10.0, stop=True) == (
-        True, True)
+        True,
+        True,
+    )
     assert schedule.checks == 0
     assert math.isfinite(5.0)

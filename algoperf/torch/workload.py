@@ -7,6 +7,7 @@ its data (`numpy_batches`) and, where it differs from classification, its loss a
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from algoperf import rng as np_rng
 from algoperf import spec
+from algoperf.data.prefetch import Prefetcher
 from algoperf.data.sharding import Shard
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch.distributed import dist_info
@@ -38,15 +40,25 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """Numpy batch -> tensors on `device` (pinned, asynchronous copies on CUDA)."""
+def to_host_tensors(batch: dict[str, np.ndarray], *, pin: bool) -> dict[str, torch.Tensor]:
+    """Numpy batch -> CPU tensors sharing its memory (copied to pinned memory when `pin`)."""
     out = {}
     for key, value in batch.items():
         tensor = torch.from_numpy(np.ascontiguousarray(value))
-        if device.type == "cuda":
-            tensor = tensor.pin_memory().to(device, non_blocking=True)
-        out[key] = tensor
+        out[key] = tensor.pin_memory() if pin else tensor
     return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Host tensors -> `device` (asynchronous copies from pinned memory on CUDA)."""
+    if device.type != "cuda":
+        return batch
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """Numpy batch -> tensors on `device` (pinned, asynchronous copies on CUDA)."""
+    return to_device(to_host_tensors(batch, pin=device.type == "cuda"), device)
 
 
 class TorchWorkload(SpecWorkload):
@@ -58,6 +70,7 @@ class TorchWorkload(SpecWorkload):
         super().__init__(workload_spec, **kwargs)
         self._dist = dist_info()
         self._bn_modules: list[nn.Module] | None = None
+        self._bn_updating = True
 
     # --- what a workload supplies ----------------------------------------------------------
     def build_model(self, **model_kwargs) -> nn.Module:
@@ -79,6 +92,7 @@ class TorchWorkload(SpecWorkload):
             name: infer_parameter_type(name, p.ndim) for name, p in model.named_parameters()
         }
         self._bn_modules = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
+        self._bn_updating = True
         model.to(self._dist.device)
         if self._dist.use_ddp:
             device_ids = [self._dist.local_rank] if self._dist.device.type == "cuda" else None
@@ -112,8 +126,9 @@ class TorchWorkload(SpecWorkload):
         training = mode == spec.ForwardPassMode.TRAIN
         if model.training != training:
             model.train(training)
-        if training and self._bn_modules:
-            self._set_bn_momentum(update_batch_norm)
+        if training and self._bn_modules and update_batch_norm != self._bn_updating:
+            self._set_bn_momentum(update_batch_norm)  # only when the setting changes
+            self._bn_updating = update_batch_norm
         inputs = augmented_and_preprocessed_input_batch["inputs"]
         kwargs = {}
         if self.spec.default_dropout_rate is not None:
@@ -191,7 +206,15 @@ class TorchWorkload(SpecWorkload):
         if num_batches is not None:
             batches = itertools.islice(batches, num_batches)
         device = self._dist.device
-        return (to_torch(batch, device) for batch in batches)
+        if device.type != "cuda":
+            # On CPUs the batch is made inside the step: a producer thread competes with the step
+            # for the cores and the GIL and measured slower (scripts/bench_dataloader.py).
+            return (to_torch(batch, device) for batch in batches)
+        # On GPUs the host is free while the device computes (the runner syncs after each step):
+        # the next batches (numpy work, pinning) are made in a thread meanwhile, and the
+        # consumer queues the asynchronous copy on its own stream.
+        host_batches = Prefetcher(batches, functools.partial(to_host_tensors, pin=True))
+        return (to_device(batch, device) for batch in host_batches)
 
     def _eval_model_on_split(
         self,
