@@ -29,6 +29,10 @@ examples:
 """
 
 
+# Shorter spellings (issue wording and common habit) for a few upstream flags.
+ALIASES = {"num_tuning_trials": ["--num_trials", "--num-trials"]}
+
+
 def _parse_bool(text: str) -> bool:
     lowered = str(text).lower()
     if lowered in ("1", "true", "yes", "y", "on"):
@@ -59,6 +63,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class=RunConfig
         names = [f"--{field.name}"]
         if "_" in field.name:
             names.append(f"--{field.name.replace('_', '-')}")
+        names += ALIASES.get(field.name, [])
         default = field.default
         help_text = f"{docs.get(field.name, '')} (default: {default})"
         if kind is bool:
