@@ -3,9 +3,9 @@
 For mnist and cifar, eager and compiled (PyTorch): the runner path is `runner.train_loop` with the
 NAdamW reference submission (RNG derivation, data_selection, update_params, clock reads with
 device sync, train-state bookkeeping, progress hook); the bare loop does the same zero_grad /
-forward / loss / backward / NAdamW step / LR-schedule step on an identical model and the same
-cached batch. Both are fed one cached batch, so the ratio is the runner's cost alone (the data
-loader's cost is measured by scripts/bench_dataloader.py). Runs alternate in rounds to cancel drift.
+forward / loss (the workload's masked, smoothed `loss_fn`) / backward / NAdamW step / LR-schedule
+step on an identical model. Both are fed one cached batch, so the ratio is the runner's cost alone
+(the data loader's cost is measured by scripts/bench_dataloader.py). Runs alternate in rounds.
 
 Usage: .venv/bin/python scripts/bench_overhead.py [--rounds 3] [--quick]
 Prints one line per case and, last, `worst ratio: X.XXX` (goal <= 1.02).
@@ -113,16 +113,17 @@ def bare_step_times(name, batch, steps, compiled) -> list[float]:
         weight_decay=hp.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.multiplier())
-    inputs, targets = batch["inputs"], batch["targets"]
+    inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
     model.train()
     times = []
     for _ in range(steps):
         start = time.time()
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
-        loss = torch.nn.functional.cross_entropy(
-            logits, targets, label_smoothing=hp.label_smoothing
-        )
+        # The same loss math as the submission (the workload's masked, smoothed loss_fn), so
+        # the ratio isolates what the runner and the API calls add around the step.
+        losses = workload.loss_fn(targets, logits, weights, label_smoothing=hp.label_smoothing)
+        loss = losses["summed"] / losses["n_valid_examples"]
         loss.backward()
         optimizer.step()
         scheduler.step()
