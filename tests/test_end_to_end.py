@@ -221,6 +221,8 @@ def test_resume_skips_complete_trials_and_restarts_unfinished_ones(tmp_path):
         "2",
         "--max_global_steps",
         "3",
+        "--save_checkpoints",
+        "false",  # this test covers a trial with no checkpoint to resume from
         "--torch_compile",
         "false",
         "--download",
