@@ -8,7 +8,9 @@ the same ones: after a check, the next one comes after half the steps the measur
 says remain until the eval is due (at least 1, at most `max_interval`). Far from an eval point
 checks are rare; near it they happen every step, so an eval starts at most one step late while
 the step time is steady, and at most `max_interval` steps late if it suddenly grows. A stop
-request (SIGTERM/SIGUSR1) is agreed at the same checks. One process needs no agreement and checks
+request (SIGTERM/SIGUSR1) is agreed at the same checks, so checks are also never more than
+`max_check_sec` of measured step time apart: Slurm's warning signal comes a bounded time before
+the kill, and a rank must notice it well within that. One process needs no agreement and checks
 every step.
 """
 
@@ -25,9 +27,11 @@ class EvalSchedule:
         agree_max: Callable[[list[float]], list[float]] | None = None,
         *,
         max_interval: int = 100,
+        max_check_sec: float = 5.0,
     ) -> None:
         self._agree = agree_max
         self._max_interval = max_interval
+        self._max_check_sec = max_check_sec
         self._next_check = 0
         self._last: tuple[int, float] | None = None
         self.checks = 0
@@ -51,7 +55,7 @@ class EvalSchedule:
         if self._last is not None and step > self._last[0]:
             step_time = (agreed_now - self._last[1]) / (step - self._last[0])
             if step_time > 0:
-                interval = int(remaining / step_time / 2)
+                interval = int(min(remaining / 2, self._max_check_sec) / step_time)
         self._last = (step, agreed_now)
         self._next_check = step + min(max(interval, 1), self._max_interval)
         return False, False

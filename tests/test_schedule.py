@@ -81,6 +81,17 @@ def test_stop_request_on_one_rank_is_agreed_at_the_next_check():
     assert stops and stops[0] >= 1500 and stops[0] <= 1500 + 100
 
 
+def test_stop_request_is_seen_within_max_check_sec_of_step_time_when_evals_are_far_apart():
+    # 0.5 s steps and evals an hour apart: without the time cap checks would be 100 steps (50 s)
+    # apart, too slow for Slurm's warning signal; with it they are at most 5 s apart.
+    step_times = [0.5] * 400
+    decisions, checks, ends = simulate(step_times, (0.0, 0.0), period=3_600.0, stop_at=233)
+    stops = [i + 1 for i, (_, stop) in enumerate(decisions) if stop]
+    assert stops, "the stop request was never agreed"
+    assert 233 <= stops[0] <= 233 + 10  # 5 s / 0.5 s per step
+    assert checks >= 400 / 10 - 2  # and no more often than needed: ~every 10 steps
+
+
 def test_single_process_checks_every_step_without_collectives():
     schedule = EvalSchedule()
     assert schedule.due(step=1, now=5.0, last_eval_time=0.0, period=10.0, stop=False) == (
