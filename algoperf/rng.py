@@ -28,8 +28,12 @@ def _hash(*values: int) -> int:
     return state
 
 
+def _ints(h: int) -> tuple[int, int]:
+    return (h & _MASK64) % _MOD31, (h >> 33) % _MOD31
+
+
 def _pair(h: int) -> np.ndarray:
-    return np.array([(h & _MASK64) % _MOD31, (h >> 33) % _MOD31], dtype=np.int64)
+    return np.array(_ints(h), dtype=np.int64)
 
 
 def prng_key(seed: int) -> np.ndarray:
@@ -40,7 +44,8 @@ def prng_key(seed: int) -> np.ndarray:
 def split(key: np.ndarray, num: int = 2) -> np.ndarray:
     """`num` independent keys from one key, as an array of shape (num, 2)."""
     k0, k1 = int(key[0]), int(key[1])
-    return np.stack([_pair(_hash(0x5917, k0, k1, i)) for i in range(num)])
+    # One array from Python ints (not a stack of small arrays): this runs every step.
+    return np.array([_ints(_hash(0x5917, k0, k1, i)) for i in range(num)], dtype=np.int64)
 
 
 def fold_in(key: np.ndarray, data: int) -> np.ndarray:

@@ -39,8 +39,14 @@ def warmup_cosine(
         xp: `numpy` or `jax.numpy`; must offer `asarray`, `ones_like`, `clip`, `cos`, `where`.
         dtype: The float type of the computation (float32 under JAX without x64).
     """
-    step = xp.asarray(step, dtype=dtype)
     decay_steps = max(total_steps - warmup_steps, 1)
+    if xp is np and isinstance(step, int):
+        # The per-step host path (LambdaLR): plain floats, the same formula, ~10x cheaper.
+        if step < warmup_steps:
+            return peak_lr * step / warmup_steps
+        progress = min(max((step - warmup_steps) / decay_steps, 0.0), 1.0)
+        return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    step = xp.asarray(step, dtype=dtype)
     warmup_fraction = step / warmup_steps if warmup_steps > 0 else xp.ones_like(step)
     progress = xp.clip((step - warmup_steps) / decay_steps, 0.0, 1.0)
     cosine_fraction = 0.5 * (1.0 + xp.cos(math.pi * progress))
