@@ -36,9 +36,9 @@ def _mean_loss(workload, logits, batch, label_smoothing: float, use_ddp: bool) -
         # The autograd-aware all_reduce: DDP's gradient averaging then yields d(mean)/dparams.
         import torch.distributed.nn as dist_nn
 
+        # One collective for both numbers (a step's latency on NCCL is per collective).
         n_valid = torch.as_tensor(n_valid, dtype=summed.dtype, device=summed.device)
-        summed = dist_nn.all_reduce(summed)
-        n_valid = dist_nn.all_reduce(n_valid)
+        summed, n_valid = dist_nn.all_reduce(torch.stack([summed, n_valid])).unbind()
     return summed / n_valid
 
 
