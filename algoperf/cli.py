@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
+import time
 import typing
 
 from algoperf.config import RunConfig, field_docs
 from algoperf.tune import SweepConfig
+
+# How long a rank other than 0 waits before printing its error (see _report_error).
+RANK_ERROR_GRACE_SEC = 3.0
 
 EXAMPLES = """\
 examples:
@@ -166,7 +171,7 @@ def command_run(args: argparse.Namespace) -> int:
         NotImplementedError,
         SubmissionError,
     ) as error:
-        print(f"algoperf run: error: {error}", file=sys.stderr)
+        _report_error("run", error)
         return 2
     return 0 if results else 1
 
@@ -198,7 +203,7 @@ def command_tune(args: argparse.Namespace) -> int:
         )
         return 130
     except (ValueError, FileExistsError, FileNotFoundError, NotImplementedError) as error:
-        print(f"algoperf tune: error: {error}", file=sys.stderr)
+        _report_error("tune", error)
         return 2
     print(
         f"[algoperf tune] {ran} trial(s) run; finished trials are skipped on a rerun.",
@@ -246,6 +251,22 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     if args.command == "list":
         return command_list(args)
     return args.func(args)
+
+
+def _report_error(command: str, error: BaseException) -> None:
+    """One line on stderr; under torchrun, one line in all rather than one per rank.
+
+    Rank 0 reports at once. Another rank waits `RANK_ERROR_GRACE_SEC` first: when rank 0 failed
+    too (the usual case: every rank reads the same flags and files), torchrun stops the other
+    workers as soon as rank 0 exits, before they print. An error of one rank alone (its shard,
+    its device) is still reported, tagged with the rank, after the wait.
+    """
+    rank = os.environ.get("RANK", "0")
+    if rank == "0":
+        print(f"algoperf {command}: error: {error}", file=sys.stderr, flush=True)
+        return
+    time.sleep(RANK_ERROR_GRACE_SEC)
+    print(f"[rank {rank}] algoperf {command}: error: {error}", file=sys.stderr, flush=True)
 
 
 def _exit_distributed(code: int) -> None:
