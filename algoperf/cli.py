@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from algoperf.scoring.cli import add_commands
 
     add_commands(commands)  # score, check-logs
+    from launch.cli import add_commands as add_launch_commands
+
+    add_launch_commands(commands)  # launch slurm|local|status|cancel
     list_parser = commands.add_parser("list", help="list workloads, variants, targets, budgets")
     list_parser.add_argument("--benchmark_version", "--benchmark-version", default="v1.0")
     return parser
