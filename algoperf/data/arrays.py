@@ -44,6 +44,30 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+def global_batch_indices(
+    num_examples: int, global_batch_size: int, *, seed: int, start_step: int = 0
+) -> Iterator[np.ndarray]:
+    """The example indices of every global batch, from batch `start_step` on (infinite).
+
+    Epochs (each a seeded permutation) are concatenated, so a batch may straddle two and every
+    example appears exactly once per epoch. A pure function of (seed, step): a resumed trial
+    continues the stream exactly.
+    """
+    epoch, position = divmod(start_step * global_batch_size, num_examples)
+    order = epoch_order(num_examples, seed, epoch)
+    while True:
+        needed, parts = global_batch_size, []
+        while needed:
+            take = min(needed, num_examples - position)
+            parts.append(order[position : position + take])
+            position += take
+            needed -= take
+            if position == num_examples:
+                epoch, position = epoch + 1, 0
+                order = epoch_order(num_examples, seed, epoch)
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def train_batches(
     split: ArraySplit,
     global_batch_size: int,
@@ -55,33 +79,19 @@ def train_batches(
 ) -> Iterator[Batch]:
     """An infinite stream of this rank's share of each global batch, from batch `start_step`.
 
-    Epochs are concatenated (a batch may straddle two), so every example appears exactly once per
-    epoch across ranks and nothing is dropped. Augmentation gets a generator seeded per
-    (seed, step, rank), so the stream is deterministic per seed.
+    Batches follow `global_batch_indices` (nothing is dropped). Augmentation gets a generator
+    seeded per (seed, step, rank), so the stream is deterministic per seed.
     """
     shard = shard or Shard()
     rows = shard.rows(global_batch_size)
-    num_examples = len(split)
-    # The stream is a pure function of (seed, step): a resumed trial continues it exactly.
-    epoch, position = divmod(start_step * global_batch_size, num_examples)
-    order = epoch_order(num_examples, seed, epoch)
-    step = start_step
-    while True:
-        needed, parts = global_batch_size, []
-        while needed:
-            take = min(needed, num_examples - position)
-            parts.append(order[position : position + take])
-            position += take
-            needed -= take
-            if position == num_examples:
-                epoch, position = epoch + 1, 0
-                order = epoch_order(num_examples, seed, epoch)
-        indices = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    indices_per_step = global_batch_indices(
+        len(split), global_batch_size, seed=seed, start_step=start_step
+    )
+    for step, indices in enumerate(indices_per_step, start=start_step):
         batch = split.take(indices[rows])
         batch["weights"] = np.ones(len(batch_first(batch)), np.float32)
         if transform is not None:
             batch = transform(batch, np.random.default_rng([seed, step, shard.index]))
-        step += 1
         yield batch
 
 
