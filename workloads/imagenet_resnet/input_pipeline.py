@@ -1,0 +1,541 @@
+"""ImageNet-2012 (train, validation) and ImageNet-v2 (test) from JPEG folders, without TensorFlow.
+
+Shared by imagenet_resnet and imagenet_vit. Layout (what `prepare.py` builds; upstream's PyTorch
+layout `imagenet/pytorch/{train,val}` is found too):
+
+  <data_dir>/imagenet/train/<wnid>/*.JPEG         1,281,167 images, 1,000 class folders
+  <data_dir>/imagenet/val/<wnid>/*.JPEG           50,000 images
+  <data_dir>/imagenet/imagenet_v2/<0..999>/*.jpeg 10,000 images (matched-frequency; folder = class)
+
+Class index = position of the wnid among the sorted train folders (torchvision's ImageFolder rule,
+and the order ImageNet-v2's numbered folders follow). Train: random-resized crop (area 0.08-1,
+aspect 3/4-4/3, 10 tries, then a centre crop), bilinear resize, horizontal flip; eval: resize
+the shorter side to size/0.875 (256 for 224) and centre-crop; both scale to [0, 1] and normalise
+with the ImageNet mean/std (WORKLOADS.md §5, upstream's PyTorch path). ImageNet-v2 uses the same
+eval preprocessing as validation (upstream sends it through its TF path, a centre crop of the
+same 0.875 fraction with a bicubic resize).
+
+JPEGs are decoded with PIL in `torch.utils.data.DataLoader` worker processes; each rank reads only
+its rows of every global batch. Every random choice is seeded by (seed, step, global row), so the
+stream is the same for any number of workers or ranks and resumes exactly from a step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import multiprocessing
+import os
+import pathlib
+from collections.abc import Iterator
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, default_convert, get_worker_info
+
+from algoperf.data.arrays import global_batch_indices
+from algoperf.data.sharding import Shard
+from workloads.imagenet_resnet import SPEC
+
+IMAGE_SIZE = 224
+NUM_CLASSES = 1000
+NUM_CHANNELS = 3
+MEAN = np.asarray(SPEC.train_mean, np.float32)
+STD = np.asarray(SPEC.train_stddev, np.float32)
+# Eval resizes the shorter side to image_size / 0.875 (224 -> 256), then centre-crops.
+CENTER_CROP_FRACTION = 0.875
+CROP_AREA = (0.08, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+CROP_ATTEMPTS = 10
+EXPECTED_COUNTS = {"train": 1_281_167, "validation": 50_000, "test": 10_000}
+DATASET_DIR = "imagenet"
+SPLIT_DIRS = {"train": "train", "validation": "val"}
+V2_DIR = "imagenet_v2"
+V2_RELEASE_DIR = "imagenetv2-matched-frequency-format-val"  # the folder the v2 tarball holds
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+LAYOUTS = ("NCHW", "NHWC")
+MAX_DEFAULT_WORKERS = 32
+PREPARE_COMMAND = (
+    "python -m workloads.imagenet_resnet.prepare --data_dir DIR --train_tar "
+    "ILSVRC2012_img_train.tar --val_tar ILSVRC2012_img_val.tar --devkit "
+    "ILSVRC2012_devkit_t12.tar.gz --v2_tar imagenetv2-matched-frequency.tar.gz"
+)
+SPLITS = ("train", "eval_train", "validation", "test")
+
+
+# --- file lists ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ImageFiles:
+    """One split on disk: paths relative to `root` (a compact bytes array) and class indices."""
+
+    root: str
+    paths: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.root, self.paths[index].decode())
+
+
+def _images_in(folder: pathlib.Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(
+            e.name
+            for e in entries
+            if e.is_file()
+            and e.name.lower().endswith(IMAGE_SUFFIXES)
+            and not e.name.startswith(".")
+        )
+
+
+def _class_folders(folder: pathlib.Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def list_split(folder: pathlib.Path, class_index: dict[str, int]) -> ImageFiles:
+    """Every image in `folder/<class>/`, labelled by `class_index[<class>]`.
+
+    Raises:
+      ValueError: a class folder that `class_index` does not know.
+    """
+    paths, labels = [], []
+    for name in _class_folders(folder):
+        if name not in class_index:
+            raise ValueError(
+                f"{folder}/{name}: not one of the {len(class_index)} classes of the train split; "
+                f"remove it or rebuild the folders with `{PREPARE_COMMAND}`."
+            )
+        files = _images_in(folder / name)
+        paths += [f"{name}/{file}" for file in files]
+        labels += [class_index[name]] * len(files)
+    return ImageFiles(str(folder), np.asarray(paths, dtype=np.bytes_), np.asarray(labels, np.int64))
+
+
+def find_root(data_dir: str | os.PathLike) -> pathlib.Path | None:
+    """The folder holding `train/` and `val/`, searched in the usual places; None if absent."""
+    base = pathlib.Path(data_dir).expanduser()
+    for root in (base / DATASET_DIR, base, base / DATASET_DIR / "pytorch", base / "pytorch"):
+        if all((root / name).is_dir() for name in SPLIT_DIRS.values()):
+            return root
+    return None
+
+
+def find_v2_folder(root: pathlib.Path, imagenet_v2_data_dir: str | None) -> pathlib.Path | None:
+    """The ImageNet-v2 folder of numbered class folders: the one given, or beside train/."""
+    given = pathlib.Path(imagenet_v2_data_dir).expanduser() if imagenet_v2_data_dir else None
+    candidates = [given, given / V2_RELEASE_DIR] if given else []
+    candidates += [root / V2_DIR, root / V2_RELEASE_DIR, root.parent / V2_DIR]
+    for folder in candidates:
+        if folder.is_dir() and (folder / "0").is_dir():
+            return folder
+    return None
+
+
+def list_v2(folder: pathlib.Path) -> ImageFiles:
+    """ImageNet-v2 as released: folders `0` .. `999` named by class index.
+
+    Raises:
+      ValueError: a folder whose name is not a class index.
+    """
+    names = _class_folders(folder)
+    bad = [n for n in names if not (n.isdigit() and 0 <= int(n) < NUM_CLASSES)]
+    if bad:
+        raise ValueError(
+            f"{folder}: ImageNet-v2 class folders must be named 0..{NUM_CLASSES - 1}, found "
+            f"{bad[:3]}; pass the folder that holds them with --imagenet_v2_data_dir."
+        )
+    return list_split(folder, {name: int(name) for name in names})
+
+
+# --- preprocessing (one image; PIL) --------------------------------------------------------
+def load_rgb(path: str) -> Image.Image:
+    """Decode an image file (JPEG, also CMYK/greyscale or a PNG under a .JPEG name) as RGB.
+
+    Raises:
+      ValueError: the file is not a readable image.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(
+            f"{path}: not a readable image ({error}); re-extract it (`{PREPARE_COMMAND}`)."
+        ) from error
+
+
+def random_resized_crop_box(
+    width: int, height: int, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """(left, top, crop_width, crop_height): a random area fraction in CROP_AREA and aspect
+    ratio in CROP_ASPECT (log-uniform); after CROP_ATTEMPTS misses, the largest centred crop
+    whose aspect ratio lies in CROP_ASPECT."""
+    area = width * height
+    log_low, log_high = math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])
+    for _ in range(CROP_ATTEMPTS):
+        target_area = area * rng.uniform(*CROP_AREA)
+        aspect = math.exp(rng.uniform(log_low, log_high))
+        crop_width = round(math.sqrt(target_area * aspect))
+        crop_height = round(math.sqrt(target_area / aspect))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = int(rng.integers(0, height - crop_height + 1))
+            left = int(rng.integers(0, width - crop_width + 1))
+            return left, top, crop_width, crop_height
+    aspect = width / height
+    if aspect < CROP_ASPECT[0]:
+        crop_width, crop_height = width, round(width / CROP_ASPECT[0])
+    elif aspect > CROP_ASPECT[1]:
+        crop_width, crop_height = round(height * CROP_ASPECT[1]), height
+    else:
+        crop_width, crop_height = width, height
+    return (width - crop_width) // 2, (height - crop_height) // 2, crop_width, crop_height
+
+
+def train_image(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Random-resized crop to size x size (bilinear) and a random horizontal flip: uint8 HWC."""
+    left, top, crop_width, crop_height = random_resized_crop_box(*image.size, rng)
+    box = (left, top, left + crop_width, top + crop_height)
+    image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(image, np.uint8)
+
+
+def eval_image(image: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to size / 0.875 (bilinear), centre-crop size x size: uint8 HWC."""
+    resized_short = round(size / CENTER_CROP_FRACTION)
+    width, height = image.size
+    if width <= height:
+        new_width, new_height = resized_short, int(resized_short * height / width)
+    else:
+        new_width, new_height = int(resized_short * width / height), resized_short
+    if (new_width, new_height) != (width, height):
+        image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
+    top = int(round((new_height - size) / 2.0))
+    left = int(round((new_width - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def normalise(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 [..., H, W, 3] -> float32 scaled to [0, 1], minus the mean, over the std."""
+    images = images_uint8.astype(np.float32) / 255.0
+    images -= MEAN
+    images /= STD
+    return images
+
+
+# --- datasets and samplers (run inside DataLoader workers) ---------------------------------
+class DecodedImages(Dataset):
+    """Item `index` (eval; -1 = padding) or `(index, step, row)` (train): one example dict."""
+
+    def __init__(self, files: ImageFiles, image_size: int, *, train: bool, seed: int = 0):
+        self.files, self.image_size, self.train, self.seed = files, image_size, train, seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key) -> dict:
+        if self.train:
+            index, step, row = key
+            rng = np.random.default_rng([self.seed, step, row])
+            pixels = train_image(load_rgb(self.files.path(index)), self.image_size, rng)
+        elif key < 0:  # padding row of the last eval batch
+            size = self.image_size
+            return {
+                "inputs": np.zeros((size, size, NUM_CHANNELS), np.float32),
+                "targets": np.int64(0),
+                "weights": np.float32(0.0),
+            }
+        else:
+            index = key
+            pixels = eval_image(load_rgb(self.files.path(index)), self.image_size)
+        return {
+            "inputs": normalise(pixels),
+            "targets": self.files.labels[index],
+            "weights": np.float32(1.0),
+        }
+
+
+class TrainBatches:
+    """This rank's rows of every global train batch from `start_step` on (an endless sampler)."""
+
+    def __init__(
+        self, num_examples: int, global_batch_size: int, seed: int, shard: Shard, start_step: int
+    ):
+        self.num_examples, self.global_batch_size = num_examples, global_batch_size
+        self.seed, self.shard, self.start_step = seed, shard, start_step
+
+    def __iter__(self):
+        rows = np.arange(self.global_batch_size)[self.shard.rows(self.global_batch_size)]
+        steps = global_batch_indices(
+            self.num_examples, self.global_batch_size, seed=self.seed, start_step=self.start_step
+        )
+        for step, indices in enumerate(steps, start=self.start_step):
+            yield [(int(indices[row]), step, int(row)) for row in rows]
+
+
+def eval_batch_keys(num_examples: int, global_batch_size: int, shard: Shard) -> list[list[int]]:
+    """This rank's rows of each global eval batch; -1 pads the last one (weight 0)."""
+    rows = shard.rows(global_batch_size)
+    keys = []
+    for start in range(0, num_examples, global_batch_size):
+        indices = np.arange(start, start + global_batch_size)[rows]
+        keys.append([int(i) if i < num_examples else -1 for i in indices])
+    return keys
+
+
+class Collate:
+    """Stack examples into a batch in the model's layout. In a worker process, numpy arrays go
+    back as tensors (shared memory, not a pipe); `as_numpy` turns them back without a copy."""
+
+    def __init__(self, layout: str):
+        self.layout = layout
+
+    def __call__(self, examples: list[dict]) -> dict:
+        inputs = np.stack([e["inputs"] for e in examples])
+        if self.layout == "NCHW":
+            inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+        batch = {
+            "inputs": inputs,
+            "targets": np.asarray([e["targets"] for e in examples], np.int64),
+            "weights": np.asarray([e["weights"] for e in examples], np.float32),
+        }
+        return default_convert(batch) if get_worker_info() is not None else batch
+
+
+def as_numpy(batch: dict) -> dict[str, np.ndarray]:
+    return {key: np.asarray(value) for key, value in batch.items()}
+
+
+# --- splits and batches ----------------------------------------------------------------------
+@dataclasses.dataclass
+class ImageNetSplits:
+    """The file lists of every split and how to turn them into batches."""
+
+    root: pathlib.Path
+    train: ImageFiles
+    validation: ImageFiles
+    layout: str
+    image_size: int
+    num_workers: int | None = None
+    imagenet_v2_data_dir: str | None = None
+    _test: ImageFiles | None = None
+
+    def test(self) -> ImageFiles:
+        """ImageNet-v2, listed on first use (its folder may come with the first eval).
+
+        Raises:
+          FileNotFoundError: no ImageNet-v2 folder was found.
+        """
+        if self._test is None:
+            folder = find_v2_folder(self.root, self.imagenet_v2_data_dir)
+            if folder is None:
+                where = self.imagenet_v2_data_dir or f"{self.root / V2_DIR}"
+                raise FileNotFoundError(
+                    f"ImageNet-v2 (the test split) not found in {where}: expected class folders "
+                    f"0..999 there; build them with `{PREPARE_COMMAND}` or pass "
+                    "--imagenet_v2_data_dir."
+                )
+            self._test = list_v2(folder)
+            _warn_if_not_full(folder, "test", len(self._test))
+        return self._test
+
+
+def _warn_if_not_full(folder: pathlib.Path, split: str, count: int) -> None:
+    if count != EXPECTED_COUNTS[split]:
+        logging.warning(
+            "ImageNet %s in %s holds %d images, not %d: results are NOT comparable with the "
+            "benchmark.", split, folder, count, EXPECTED_COUNTS[split],
+        )  # fmt: skip
+
+
+def load_splits(
+    data_dir: str,
+    *,
+    layout: str,
+    allow_download: bool = False,
+    image_size: int = IMAGE_SIZE,
+    num_workers: int | None = None,
+    imagenet_v2_data_dir: str | None = None,
+) -> ImageNetSplits:
+    """List the train and validation images under `data_dir` (ImageNet cannot be downloaded).
+
+    Raises:
+      FileNotFoundError: no train/ and val/ folders (the message says where and how to build them).
+      ValueError: an empty split, a validation class that train lacks, or a bad layout.
+    """
+    del allow_download  # ImageNet needs a login to download: prepare.py works from the tarballs
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    root = find_root(data_dir)
+    if root is None:
+        raise FileNotFoundError(
+            f"ImageNet not found under {data_dir}: expected {DATASET_DIR}/train/<wnid>/*.JPEG and "
+            f"{DATASET_DIR}/val/<wnid>/*.JPEG there; build them with `{PREPARE_COMMAND}`."
+        )
+    classes = _class_folders(root / SPLIT_DIRS["train"])
+    if not 0 < len(classes) <= NUM_CLASSES:
+        raise ValueError(
+            f"{root / 'train'}: {len(classes)} class folders, expected 1..{NUM_CLASSES}; "
+            f"rebuild it with `{PREPARE_COMMAND}`."
+        )
+    class_index = {name: index for index, name in enumerate(classes)}
+    files = {split: list_split(root / name, class_index) for split, name in SPLIT_DIRS.items()}
+    for split, split_files in files.items():
+        if not len(split_files):
+            raise ValueError(
+                f"{root / SPLIT_DIRS[split]}: no images; rebuild it with `{PREPARE_COMMAND}`."
+            )
+        _warn_if_not_full(root, split, len(split_files))
+    return ImageNetSplits(
+        root, files["train"], files["validation"], layout, image_size, num_workers,
+        imagenet_v2_data_dir,
+    )  # fmt: skip
+
+
+def default_num_workers() -> int:
+    """Decoding processes per rank: this machine's cores split among its local ranks."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun
+    return max(1, min(MAX_DEFAULT_WORKERS, (cores or 1) // max(1, local_ranks)))
+
+
+def _worker_context():
+    # forkserver, not fork: forking a process that runs JAX (or CUDA) threads can deadlock. The
+    # server imports the decoding modules once, so starting a worker is cheap.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["numpy", "PIL.Image", "torch.utils.data", __name__])
+    return context
+
+
+def _loader(dataset: Dataset, batch_keys, layout: str, num_workers: int) -> Iterator[dict]:
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batch_keys,
+        collate_fn=Collate(layout),
+        num_workers=num_workers,
+        multiprocessing_context=_worker_context() if num_workers else None,
+        prefetch_factor=4 if num_workers else None,
+    )
+    return (as_numpy(batch) for batch in loader)
+
+
+def batches(
+    splits: ImageNetSplits,
+    split: str,
+    global_batch_size: int,
+    *,
+    seed: int,
+    shard: Shard,
+    num_eval_train_examples: int,
+    start_step: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Train: this rank's endless, augmented stream from `start_step`. eval_train (a fixed
+    seeded subset of train), validation, test: one pass, the last batch padded (weights 0)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    num_workers = splits.num_workers
+    if num_workers is None:
+        num_workers = default_num_workers()
+    if split == "train":
+        files = splits.train
+        sampler = TrainBatches(len(files), global_batch_size, seed, shard, start_step)
+        dataset = DecodedImages(files, splits.image_size, train=True, seed=seed)
+        return _loader(dataset, sampler, splits.layout, num_workers)
+    if split == "eval_train":
+        files = eval_train_subset(splits.train, num_eval_train_examples, seed)
+    else:
+        files = splits.validation if split == "validation" else splits.test()
+    keys = eval_batch_keys(len(files), global_batch_size, shard)
+    dataset = DecodedImages(files, splits.image_size, train=False)
+    return _loader(dataset, keys, splits.layout, num_workers)
+
+
+def eval_train_subset(files: ImageFiles, num_examples: int, seed: int) -> ImageFiles:
+    """A fixed random subset of the train split (all of it if smaller), in file order."""
+    if num_examples >= len(files):
+        return files
+    indices = np.sort(np.random.default_rng(seed).permutation(len(files))[:num_examples])
+    return ImageFiles(files.root, files.paths[indices], files.labels[indices])
+
+
+def fake_batch(
+    batch_size: int, *, layout: str = "NCHW", seed: int = 0, image_size: int = IMAGE_SIZE
+) -> dict[str, np.ndarray]:
+    """A batch with the real dtypes and layout (random pixels and labels), for tests."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (batch_size, image_size, image_size, NUM_CHANNELS), np.uint8)
+    inputs = normalise(pixels)
+    if layout == "NCHW":
+        inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+    return {
+        "inputs": inputs,
+        "targets": rng.integers(0, NUM_CLASSES, size=batch_size).astype(np.int64),
+        "weights": np.ones(batch_size, np.float32),
+    }
+
+
+# --- the data half of the ImageNet Workload classes ----------------------------------------
+class ImageNetData:
+    """Mixed into both frameworks' ImageNet Workload classes (`class Workload(ImageNetData,
+    TorchWorkload)`): the constructor options below and the data plumbing.
+
+    Args (constructor, besides the base class's):
+      image_size: side of the square model input (224; tests use a few dozen pixels).
+      num_workers: decoding processes per rank (default: the cores split among local ranks;
+        0 decodes in the training process).
+    """
+
+    def __init__(self, workload_spec, *, image_size=IMAGE_SIZE, num_workers=None, **kwargs):
+        super().__init__(workload_spec, **kwargs)
+        self.image_size = _whole_number("image_size", image_size, 1)
+        self.num_workers = (
+            None if num_workers is None else _whole_number("num_workers", num_workers, 0)
+        )
+        self._imagenet_v2_data_dir: str | None = None
+
+    def numpy_batches(self, split, data_dir, global_batch_size, seed, shard, start_step=0):
+        if self._splits is None:
+            self._splits = load_splits(
+                data_dir,
+                layout=self.data_layout,
+                image_size=self.image_size,
+                num_workers=self.num_workers,
+                imagenet_v2_data_dir=self._imagenet_v2_data_dir,
+            )
+        return batches(
+            self._splits,
+            split,
+            global_batch_size,
+            seed=seed,
+            shard=shard,
+            num_eval_train_examples=self.num_eval_train_examples,
+            start_step=start_step,
+        )
+
+    def eval_model(
+        self, global_batch_size, params, model_state, rng, data_dir, imagenet_v2_data_dir,
+        global_step,
+    ):  # fmt: skip
+        # The runner hands the ImageNet-v2 folder (--imagenet_v2_data_dir) to every eval.
+        if imagenet_v2_data_dir and imagenet_v2_data_dir != self._imagenet_v2_data_dir:
+            self._imagenet_v2_data_dir = imagenet_v2_data_dir
+            if self._splits is not None:
+                self._splits.imagenet_v2_data_dir = imagenet_v2_data_dir
+                self._splits._test = None
+        return super().eval_model(
+            global_batch_size, params, model_state, rng, data_dir, imagenet_v2_data_dir,
+            global_step,
+        )  # fmt: skip
+
+
+def _whole_number(name: str, value, minimum: int) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+    return int(text)
