@@ -4,10 +4,11 @@ For mnist and cifar, eager and compiled (PyTorch): the runner path is `runner.tr
 NAdamW reference submission (RNG derivation, data_selection, update_params, clock reads with
 device sync, train-state bookkeeping, progress hook); the bare loop does the same zero_grad /
 forward / loss (the workload's masked, smoothed `loss_fn`) / backward / NAdamW step / LR-schedule
-step on an identical model. Both are fed one cached batch, so the ratio is the runner's cost alone
-(the data loader's cost is measured by scripts/bench_dataloader.py). Runs alternate in rounds.
+step on the same model and optimizer objects. Both are fed one cached batch, so the ratio is the
+runner's cost alone (the data loader's cost is measured by scripts/bench_dataloader.py). Short
+blocks of each alternate over many rounds.
 
-Usage: .venv/bin/python scripts/bench_overhead.py [--rounds 3] [--quick]
+Usage: .venv/bin/python scripts/bench_overhead.py [--rounds 20] [--quick]
 Prints one line per case and, last, `worst ratio: X.XXX` (goal <= 1.02).
 """
 
@@ -29,13 +30,13 @@ from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import PACKAGE_ROOT
 from algoperf.process import configure_process
-from algoperf.runner import LoopSettings, TrainVars, train_loop
+from algoperf.runner import LoopSettings, LoopState, TrainVars, train_loop
 from algoperf.submission import load_submission
 from algoperf.torch.workload import to_torch
 
 SUBMISSION = PACKAGE_ROOT / "submissions" / "nadamw" / "submission_torch.py"
-# (workload, batch size, steps per round): batches sized so a step is ~2-500 ms on a CPU.
-CASES = (("mnist", 128, 300), ("cifar", 16, 12))
+# (workload, batch size, steps per block): batches sized so a step is ~2-500 ms on a CPU.
+CASES = (("mnist", 128, 30), ("cifar", 16, 3))
 
 
 class NoEvalWorkload:
@@ -67,92 +68,105 @@ def fresh_model(workload, compiled: bool):
     return (torch.compile(model) if compiled else model), state
 
 
-def runner_step_times(name, batch, steps, compiled) -> list[float]:
-    backend = get_backend("pytorch")
-    workload = workloads.load(name, "pytorch")
-    submission = load_submission(SUBMISSION)
-    hp = hyperparameters()
-    model, state = fresh_model(workload, compiled)
-    optimizer_state = submission.init_optimizer_state(workload, model, state, hp, None)
-    stamps: list[float] = []
-    settings = LoopSettings(
-        budget_sec=1e9,
-        eval_period_sec=1e9,
-        global_batch_size=len(batch["targets"]),
-        eval_batch_size=8,
-        data_dir="",
-        max_global_steps=steps,
-    )
-    train_loop(
-        NoEvalWorkload(workload),
-        submission,
-        hp,
-        TrainVars(model, state, optimizer_state),
-        itertools.repeat(batch),
-        np_rng.prng_key(1),
-        backend=backend,
-        clock=Clock(sync=backend.sync),
-        settings=settings,
-        on_step=lambda loop_state, now: stamps.append(now),
-    )
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+class Case:
+    """One model, its NAdamW state and a cached batch, shared by the runner and the bare loop.
 
+    Both paths step the very same model and optimizer objects (training simply continues from
+    one block to the next), so memory layout, caches and compiled graphs are identical and the
+    ratio holds only what the runner adds.
+    """
 
-def bare_step_times(name, batch, steps, compiled) -> list[float]:
-    from submissions.common.nadamw_torch import NAdamW
-    from submissions.common.schedules import schedule_for
+    def __init__(self, name: str, batch, compiled: bool):
+        self.workload = workloads.load(name, "pytorch")
+        self.submission = load_submission(SUBMISSION)
+        self.hp = hyperparameters()
+        self.batch = batch
+        model, model_state = fresh_model(self.workload, compiled)
+        optimizer_state = self.submission.init_optimizer_state(
+            self.workload, model, model_state, self.hp, None
+        )
+        self.variables = TrainVars(model, model_state, optimizer_state)
+        self.state = LoopState()
+        self.backend = get_backend("pytorch")
 
-    workload = workloads.load(name, "pytorch")
-    hp = hyperparameters()
-    model, _ = fresh_model(workload, compiled)
-    schedule = schedule_for(workload.step_hint, hp)
-    optimizer = NAdamW(
-        model.parameters(),
-        lr=schedule.peak_lr,
-        betas=(1 - hp.one_minus_beta1, hp.beta2),
-        weight_decay=hp.weight_decay,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.multiplier())
-    inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
-    model.train()
-    times = []
-    for _ in range(steps):
-        start = time.time()
-        optimizer.zero_grad(set_to_none=True)
-        logits = model(inputs)
-        # The same loss math as the submission (the workload's masked, smoothed loss_fn), so
-        # the ratio isolates what the runner and the API calls add around the step.
-        losses = workload.loss_fn(targets, logits, weights, label_smoothing=hp.label_smoothing)
-        loss = losses["summed"] / losses["n_valid_examples"]
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        times.append(time.time() - start)
-    return times
+    def runner_block(self, steps: int) -> list[float]:
+        """`steps` steps of `runner.train_loop` (the NAdamW reference submission)."""
+        stamps: list[float] = []
+        self.state.training_complete = False
+        settings = LoopSettings(
+            budget_sec=1e9,
+            eval_period_sec=1e9,
+            global_batch_size=len(self.batch["targets"]),
+            eval_batch_size=8,
+            data_dir="",
+            max_global_steps=self.state.global_step + steps,
+        )
+        train_loop(
+            NoEvalWorkload(self.workload),
+            self.submission,
+            self.hp,
+            self.variables,
+            itertools.repeat(self.batch),
+            np_rng.prng_key(1),
+            backend=self.backend,
+            clock=Clock(sync=self.backend.sync),
+            settings=settings,
+            state=self.state,
+            on_step=lambda loop_state, now: stamps.append(now),
+        )
+        return [b - a for a, b in zip(stamps, stamps[1:])]
+
+    def bare_block(self, steps: int) -> list[float]:
+        """The same step written by hand: zero_grad / forward / loss / backward / step."""
+        workload, hp = self.workload, self.hp
+        model = self.variables.params
+        optimizer = self.variables.optimizer_state["optimizer"]
+        scheduler = self.variables.optimizer_state["scheduler"]
+        inputs, targets = self.batch["inputs"], self.batch["targets"]
+        weights = self.batch["weights"]
+        model.train()
+        times = []
+        for _ in range(steps):
+            start = time.time()
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(inputs)
+            # The same loss math as the submission (the workload's masked, smoothed loss_fn).
+            losses = workload.loss_fn(targets, logits, weights, label_smoothing=hp.label_smoothing)
+            loss = losses["summed"] / losses["n_valid_examples"]
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            times.append(time.time() - start)
+        return times
 
 
 def measure(name, batch_size, steps, compiled, rounds) -> tuple[float, float]:
+    """Medians over `rounds` alternating blocks (the order flips each round, so drift and
+    load from other processes hit both paths alike)."""
     module = __import__(f"workloads.{name}.input_pipeline", fromlist=["fake_batch"])
     batch = to_torch(module.fake_batch(batch_size, layout="NCHW"), torch.device("cpu"))
-    warmup = 5
+    case = Case(name, batch, compiled)
+    case.runner_block(3)  # warm up both paths (compilation, allocator, first eval point)
+    case.bare_block(3)
     runner, bare = [], []
-    for _ in range(rounds):
-        runner += runner_step_times(name, batch, steps + warmup, compiled)[warmup:]
-        bare += bare_step_times(name, batch, steps + warmup, compiled)[warmup:]
+    for index in range(rounds):
+        blocks = [(case.runner_block, runner), (case.bare_block, bare)]
+        for block, times in blocks if index % 2 == 0 else blocks[::-1]:
+            times += block(steps)
     return statistics.median(runner), statistics.median(bare)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="2 rounds (a smoke run)")
     args = parser.parse_args(argv)
     configure_process("pytorch", "v1.0")
     warnings.filterwarnings("ignore")
     worst = 0.0
     for (name, batch_size, steps), compiled in itertools.product(CASES, (False, True)):
-        steps = max(steps // 10, 3) if args.quick else steps
-        runner, bare = measure(name, batch_size, steps, compiled, args.rounds)
+        rounds = min(args.rounds, 2) if args.quick else args.rounds
+        runner, bare = measure(name, batch_size, steps, compiled, rounds)
         ratio = runner / bare
         worst = max(worst, ratio)
         mode = "compiled" if compiled else "eager"
