@@ -67,6 +67,10 @@ class RunConfig:
     eval_every_steps: int | None = None
     """Testing only: eval every N steps instead of every eval period of wall time. This breaks
     the timing rules; logs made with it are not comparable."""
+    workload_options: str = ""
+    """Testing only: comma-separated KEY=VALUE settings for the workload's constructor, e.g.
+    image_size=32,num_workers=0 (ImageNet) or model_kwargs={'stage_sizes':[1,1,1,1]} (any
+    workload: overrides of its model's arguments); logs made with them are not comparable."""
     benchmark_version: str = versions.DEFAULT_VERSION
     """Benchmark version whose budgets and eval periods apply: v0.5, v0.6 or v1.0."""
     download: bool = True
@@ -104,6 +108,7 @@ class RunConfig:
         if end is not None and not (start or 0) < end <= self.num_tuning_trials:
             raise ValueError("--hparam_end_index must lie in (start, num_tuning_trials].")
         versions.get_version(self.benchmark_version)
+        self.workload_option_values  # noqa: B018 (raises on a malformed --workload_options)
         if self.submission_path is not None and not os.path.isfile(self.submission_path):
             raise ValueError(f"--submission_path {self.submission_path}: no such file.")
 
@@ -114,6 +119,23 @@ class RunConfig:
         import workloads  # the registry lookup by name (the one dependency on workloads/)
 
         return workloads.DEFAULT_WORKLOAD
+
+    @property
+    def workload_option_values(self) -> dict[str, object]:
+        """--workload_options as keyword arguments (values parsed as Python literals where they
+        are one: numbers, booleans, lists, dicts; other text stays a string)."""
+        values: dict[str, object] = {}
+        for item in _split_top_level(self.workload_options):
+            key, equals, text = (part.strip() for part in item.partition("="))
+            if not equals or not key.isidentifier():
+                raise ValueError(
+                    f"--workload_options: {item!r} is not KEY=VALUE (e.g. image_size=32)."
+                )
+            try:
+                values[key] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                values[key] = text
+        return values
 
     @property
     def resolved_submission_path(self) -> pathlib.Path:
@@ -147,6 +169,20 @@ class RunConfig:
         start = self.hparam_start_index or 0
         end = self.hparam_end_index or self.num_tuning_trials
         return range(start, end)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets: `a=1,b=[1,2]` -> [`a=1`, `b=[1,2]`]."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
 
 
 @functools.cache

@@ -69,12 +69,22 @@ def run(config: RunConfig) -> list[TrialResult]:
         config.framework, config.benchmark_version, deterministic=config.deterministic
     )
     backend = get_backend(config.framework)
-    workload = workloads.load(
-        config.resolved_workload,
-        config.framework,
-        benchmark_version=config.benchmark_version,
-        allow_download=config.download,
-    )
+    options = config.workload_option_values
+    try:
+        workload = workloads.load(
+            config.resolved_workload,
+            config.framework,
+            benchmark_version=config.benchmark_version,
+            allow_download=config.download,
+            **options,
+        )
+    except TypeError as error:
+        if not options or "keyword argument" not in str(error):
+            raise
+        raise ValueError(
+            f"--workload_options {config.workload_options}: {config.resolved_workload} does not "
+            f"take these ({error})."
+        ) from None
     submission = load_submission(config.resolved_submission_path)
     run_seed = (
         config.rng_seed if config.rng_seed is not None else int.from_bytes(os.urandom(4)) >> 1

@@ -6,6 +6,7 @@ data plumbing of their framework on top of this class; workloads add their model
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -26,8 +27,14 @@ class SpecWorkload(spec.Workload):
         *,
         benchmark_version: str = versions.DEFAULT_VERSION,
         allow_download: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        """`model_kwargs` (testing only, e.g. a shallower model in a quick end-to-end run)
+        overrides the spec's model arguments."""
         super().__init__()
+        if model_kwargs:
+            merged = {**workload_spec.model_kwargs, **model_kwargs}
+            workload_spec = dataclasses.replace(workload_spec, model_kwargs=merged)
         self.spec = workload_spec
         self.benchmark_version = versions.get_version(benchmark_version).name
         self._budget = workload_spec.budget(self.benchmark_version)
