@@ -1,7 +1,5 @@
 """ImageNet-2012 with a ViT-S/16; test = ImageNet-v2. Facts: spec/WORKLOADS.md §6."""
 
-import dataclasses
-
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
 
@@ -65,14 +63,3 @@ VARIANTS: dict[str, Variant] = {
         description="ViT-S/16 with a multi-head attention pooling head instead of mean pooling",
     ),
 }
-
-
-def with_depth(workload_spec: WorkloadSpec, depth: int | None) -> WorkloadSpec:
-    """The spec with `depth` encoder blocks (None: unchanged). Testing only: a shallower ViT
-    compiles in seconds on a CPU; its results are not comparable with the benchmark."""
-    if depth is None:
-        return workload_spec
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a whole number >= 1, got {depth!r}.")
-    model_kwargs = {**workload_spec.model_kwargs, "depth": depth}
-    return dataclasses.replace(workload_spec, model_kwargs=model_kwargs)

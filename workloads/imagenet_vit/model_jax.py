@@ -17,7 +17,6 @@ from flax import linen as nn
 
 from algoperf.jax.workload import JaxWorkload
 from workloads.imagenet_resnet import input_pipeline
-from workloads.imagenet_vit import with_depth
 
 LAYER_NORM_EPS = 1e-6
 POSEMB_TEMPERATURE = 10_000.0
@@ -202,14 +201,7 @@ class ViT(nn.Module):
 
 
 class Workload(input_pipeline.ImageNetData, JaxWorkload):
-    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`).
-
-    `depth` (testing only, e.g. `--workload_options depth=1`): fewer encoder blocks than the
-    spec's 12, so CPU tests compile in seconds; results are not comparable.
-    """
-
-    def __init__(self, workload_spec, *, depth: int | None = None, **kwargs) -> None:
-        super().__init__(with_depth(workload_spec, depth), **kwargs)
+    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`)."""
 
     output_param_prefixes = ("head/",)
     data_layout = "NHWC"
