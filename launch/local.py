@@ -93,6 +93,7 @@ class LocalRun:
                         job_id=job_id,
                         cluster="local",
                         extra_env=env,
+                        new_session=True,
                     )
                     print(f"[algoperf launch] {one.key}: started", file=sys.stderr, flush=True)
                     process.start()

@@ -81,8 +81,14 @@ def attempts(trial_dir: pathlib.Path) -> list[dict]:
 class TrialProcess:
     """One attempt of a trial: the child process, its stop request, and its record."""
 
-    def __init__(self, spec: TrialSpec, *, job_id: str, cluster: str, extra_env=None):
+    def __init__(
+        self, spec: TrialSpec, *, job_id: str, cluster: str, extra_env=None, new_session=False
+    ):
+        """`new_session`: start the child in its own session, so that a terminal's Ctrl-C
+        reaches only this process, which stops the child with STOP_SIGNAL (a checkpoint) instead.
+        Not in Slurm jobs: Slurm must reach (and, in the end, kill) every process of a job."""
         self.spec = spec
+        self.new_session = new_session
         self.trial_dir = pathlib.Path(spec.trial_dir)
         self.job_id, self.cluster = job_id, cluster
         self.extra_env = dict(extra_env or {})
@@ -117,6 +123,7 @@ class TrialProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                start_new_session=self.new_session,
             )
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -182,7 +189,12 @@ class TrialProcess:
                 lines = [line.strip() for line in log.read().splitlines() if line.strip()]
         except OSError:
             return "no log"
-        errors = [line for line in lines if _ERROR_LINE.match(line)]
+        # torchrun's own ChildFailedError only says that a worker failed; the worker's says why.
+        errors = [
+            line
+            for line in lines
+            if _ERROR_LINE.match(line) and not line.startswith("torch.distributed.elastic.")
+        ]
         return (errors or lines or ["no output"])[-1][:500]
 
     def _record(self, values: dict, update: bool = False) -> None:
