@@ -174,6 +174,11 @@ def command_slurm(args: argparse.Namespace) -> int:
         partition, nodes = state.cluster_nodes(sweep.partition)
         sweep = dataclasses.replace(sweep, partition=partition)
     state.check_experiment_dir(sweep.sweep_dir, nodes)
+    if args.cluster == "slurm" and sweep.gpus_per_trial and sweep.cpus_per_trial is None:
+        _say(
+            "warning: cpus_per_trial is not set, so each job gets the cluster's default number "
+            f"of cores (often 1) for its {sweep.gpus_per_trial} GPU(s); set cpus_per_trial."
+        )
     trials = _plan(sweep, args.retry_failed, "submit")
     if args.dry_run:
         for one in trials:
@@ -190,10 +195,14 @@ def command_slurm(args: argparse.Namespace) -> int:
     _say(f"see `algoperf launch status {sweep.sweep_dir}`")
     if not (args.wait or args.cluster == "local"):
         return 0
-    if args.cluster == "local":
-        slurm.wait_for_local(jobs)
-    else:
-        slurm.wait_for_queue(ids)
+    try:
+        if args.cluster == "local":
+            slurm.wait_for_local(jobs)
+        else:
+            slurm.wait_for_queue(ids)
+    except KeyboardInterrupt:
+        _say("stopped waiting; the jobs go on (`algoperf launch cancel` stops them).")
+        return 130
     rows = state.sweep_status(sweep)
     print(state.format_status(rows))
     return 0 if all(row.state == "done" for row in rows) else 1

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -110,17 +111,20 @@ class TrialStatus:
 
 
 class QueueView:
-    """Slurm's queue, asked once and only when the sweep has Slurm jobs."""
+    """Slurm's queue, asked once and only when a trial has a Slurm job."""
 
-    def __init__(self, jobs: dict[str, dict]):
+    def __init__(self):
         self._states: dict[str, str] | None = None
-        self._needed = any(job["cluster"] == "slurm" for job in jobs.values())
+        self.error: str | None = None
 
     def state(self, job_id: str | None, cluster: str | None) -> str | None:
-        if job_id is None or cluster != "slurm" or not self._needed:
+        if job_id is None or cluster != "slurm":
             return None
         if self._states is None:
-            self._states = queue()
+            try:
+                self._states = queue()
+            except LaunchError as error:  # e.g. looking at a copied folder without Slurm
+                self._states, self.error = {}, str(error)
         return self._states.get(job_id)
 
 
@@ -128,8 +132,11 @@ def trial_status(trial: Trial, job: dict | None, view: QueueView, now: float) ->
     folder = trial.trial_dir
     attempts = trial_files.attempts(folder)
     last = attempts[-1] if attempts else {}
-    job_id = (job or {}).get("job_id") or last.get("job_id")
-    cluster = (job or {}).get("cluster") or last.get("cluster")
+    # The newest of: the last submission (maybe still queued) and the last attempt.
+    if job is not None and (not last or job["at"] > last.get("started_at", 0)):
+        job_id, cluster = job["job_id"], job["cluster"]
+    else:
+        job_id, cluster = last.get("job_id"), last.get("cluster")
     open_attempt = bool(last) and "ended_at" not in last
     queued = view.state(job_id, cluster)
     alive = queued in RUNNING_STATES or (
@@ -176,9 +183,15 @@ def _log_time(folder: pathlib.Path, attempt: dict) -> float:
 
 def sweep_status(sweep: Sweep) -> list[TrialStatus]:
     jobs = read_jobs(sweep)
-    view = QueueView(jobs)
+    view = QueueView()
     now = time.time()
-    return [trial_status(trial, jobs.get(trial.key), view, now) for trial in sweep.trials()]
+    rows = [trial_status(trial, jobs.get(trial.key), view, now) for trial in sweep.trials()]
+    if view.error:
+        print(
+            f"[algoperf launch] warning: {view.error} Job states come from the files only.",
+            file=sys.stderr,
+        )
+    return rows
 
 
 def to_run(sweep: Sweep, *, retry_failed: bool) -> tuple[list[Trial], list[TrialStatus]]:

@@ -125,6 +125,8 @@ class TrialProcess:
                 env=env,
                 start_new_session=self.new_session,
             )
+        if self.stop_reason is not None:  # asked to stop while starting
+            self.process.send_signal(STOP_SIGNAL)
         threading.Thread(target=self._watch, daemon=True).start()
 
     def _watch(self) -> None:

@@ -70,8 +70,9 @@ def install() -> float:
             ["apt-cache", "policy", "slurmctld"], capture_output=True, text=True, env=env
         ).stdout
         if "Candidate: (none)" in candidate or "Candidate:" not in candidate:
-            _run(["apt-get", "update", "-q"], env=env, timeout=600)
-        _run(apt.split() + ["-q"], env=env, timeout=900)
+            _run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=300"], env=env, timeout=600)
+        # (waits for a dpkg lock another apt holds instead of failing at once)
+        _run([*apt.split(), "-q", "-o", "DPkg::Lock::Timeout=300"], env=env, timeout=900)
     finally:
         if made_policy:
             policy.unlink(missing_ok=True)

@@ -170,7 +170,8 @@ def fake_trial(folder: pathlib.Path, *, complete=False, failed=None, attempt=Non
         (folder / f"checkpoint_{ckpt}" / "loop.json").write_text("{}")
 
 
-def test_status_and_what_a_rerun_starts(tmp_path, capsys):
+def test_status_and_what_a_rerun_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(state, "queue", lambda: {})  # Slurm: none of these jobs is queued
     sweep = load_sweep(write(tmp_path / "s.toml", sweep_text("d", "exp", trials=4)))
     sweep_module.record_sweep(sweep)
     trials = sweep.trials()

@@ -1,8 +1,10 @@
 """`algoperf launch slurm` on a real single-node Slurm (tests/slurm_fixture.py): the shared 2-trial
-mnist sweep goes through sbatch as a job array; one trial is requeued mid-run (`scontrol requeue`)
-and resumes; both end with the eval rows of the uninterrupted `launch local` run. Then the
-bookkeeping: a rerun submits nothing, a half-finished sweep submits only what is missing, cancel
-stops a trial that the next launch resumes; and the errors for a wrong partition or job."""
+mnist sweep goes through sbatch as a job array; mid-run, one trial is requeued by Slurm
+(`scontrol requeue`) and the other gets the time-limit warning (USR2: submitit checkpoints and
+requeues); both resume and end with the eval rows of the uninterrupted `launch local` run. Then
+the bookkeeping: a rerun submits nothing, a half-finished sweep submits only what is missing and
+leaves queued jobs alone, cancel stops a trial with a checkpoint; and the errors for a wrong
+partition or a job sbatch refuses."""
 
 from __future__ import annotations
 
@@ -161,7 +163,7 @@ def test_rerun_of_a_finished_sweep_submits_nothing(slurm_sweep):
     assert jobs_file.read_text() == before and not state.queue()
 
 
-def test_half_finished_sweep_submits_the_rest_and_cancel_stops_it(slurm_sweep, local_reference):
+def test_half_finished_sweep_submits_the_rest_and_cancel_stops_it(slurm_sweep):
     sweep_dir = slurm_sweep["dir"]
     shutil.rmtree(sweep_dir / TRIAL_KEYS[1])  # as if that trial had never run
     submitted = launch("slurm", str(sweep_dir))  # the folder remembers its sweep
@@ -169,6 +171,8 @@ def test_half_finished_sweep_submits_the_rest_and_cancel_stops_it(slurm_sweep, l
     assert "1 trial(s) to submit; 1 done" in submitted.stderr
     jobs = json.loads((sweep_dir / "_launch" / state.JOBS_FILE).read_text())["launches"]
     assert list(jobs[-1]["jobs"]) == [TRIAL_KEYS[1]]
+    queued = launch("slurm", str(sweep_dir))  # queued or running: left alone
+    assert "0 trial(s) to submit; 1 done, 1 " in queued.stderr, queued.stderr
 
     trial_dir = sweep_dir / TRIAL_KEYS[1]
     pause_after_checkpoint(sweep_dir.parent, [trial_dir])
@@ -177,13 +181,9 @@ def test_half_finished_sweep_submits_the_rest_and_cancel_stops_it(slurm_sweep, l
     assert wait_until(lambda: sweep_jobs_gone(sweep_dir), 300)
     status = launch("status", str(sweep_dir)).stdout
     assert re.search(r"trial_2\s+pending .* stopped; resumes from step \d+", status), status
-
-    resumed = launch("slurm", str(sweep_dir), "--wait")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "2 trials: 2 done, 0 running, 0 failed, 0 pending" in resumed.stdout
-    assert [a["outcome"] for a in trial_files.attempts(trial_dir)] == ["interrupted", "done"]
-    assert "[algoperf] resuming" in (trial_dir / "launch.log").read_text()
-    assert metric_rows(trial_dir) == local_reference["rows"][TRIAL_KEYS[1]]
+    assert [a["outcome"] for a in trial_files.attempts(trial_dir)] == ["interrupted"]
+    # (resuming is the requeue's path, tested above; the next launch would submit it again)
+    assert launch("slurm", str(sweep_dir), "--dry_run").stdout.split() == [TRIAL_KEYS[1]]
 
 
 def test_wrong_partition_or_a_refused_job_leave_nothing_behind(slurm_cluster, tmp_path):
