@@ -143,6 +143,8 @@ def test_requeued_trial_resumes_and_matches_the_uninterrupted_run(
         log = (trial_dir / "launch.log").read_text()
         (step,) = re.findall(r"resuming \S+ at step (\d+)", log)
         assert 41 <= int(step) < MAX_STEPS
+        # It stopped with a fresh checkpoint (not killed and sent back to its last eval's).
+        assert f"stop requested: checkpoint saved at step {step};" in log, log[-3000:]
         assert metric_rows(trial_dir) == local_reference["rows"][key], key
         assert (trial_dir / "meta_data_1.json").exists()
         history = slurm_cluster.run(
@@ -182,6 +184,7 @@ def test_half_finished_sweep_submits_the_rest_and_cancel_stops_it(slurm_sweep):
     status = launch("status", str(sweep_dir)).stdout
     assert re.search(r"trial_2\s+pending .* stopped; resumes from step \d+", status), status
     assert [a["outcome"] for a in trial_files.attempts(trial_dir)] == ["interrupted"]
+    assert "stop requested: checkpoint saved at step" in (trial_dir / "launch.log").read_text()
     # (resuming is the requeue's path, tested above; the next launch would submit it again)
     assert launch("slurm", str(sweep_dir), "--dry_run").stdout.split() == [TRIAL_KEYS[1]]
 
