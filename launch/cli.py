@@ -227,7 +227,7 @@ def command_local(args: argparse.Namespace) -> int:
         return 0
     if not trials:
         return 0
-    with _launching(sweep, trials):
+    with _launching(sweep, trials):  # the sweep's record, retried trials' markers cleared
         pass
     outcomes = runner.run(trials)
     print(state.format_status(state.sweep_status(sweep)))
