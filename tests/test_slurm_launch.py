@@ -45,6 +45,24 @@ def worker_pid(experiment_dir: pathlib.Path, trial_index: int) -> int | None:
     return None
 
 
+_PAUSED: list[int] = []  # workers this module paused; any still alive at the end are killed
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_paused_workers():
+    """A failed assertion between a SIGSTOP and its SIGCONT must not leave a stopped worker
+    behind (an orphan once the cluster is gone): kill whatever paused worker is still alive."""
+    yield
+    for pid in _PAUSED:
+        try:
+            if b"algoperf" not in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue  # gone, and the pid reused
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+
+
 def pause_after_checkpoint(experiment_dir: pathlib.Path, trial_dirs: list[pathlib.Path]):
     """As soon as each trial has a checkpoint past step 41, pause its worker (SIGSTOP), so it
     cannot finish before a requeue or cancel lands; Slurm sends SIGCONT before SIGTERM when it
@@ -60,6 +78,7 @@ def pause_after_checkpoint(experiment_dir: pathlib.Path, trial_dirs: list[pathli
             assert step < MAX_STEPS, f"{folder} finished before it could be paused"
             pid = worker_pid(experiment_dir, int(folder.name.removeprefix("trial_")) - 1)
             assert pid is not None, f"no worker process found for {folder}"
+            _PAUSED.append(pid)
             os.kill(pid, signal.SIGSTOP)
             pids[index] = pid
         return len(pids) == len(trial_dirs)
