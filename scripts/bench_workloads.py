@@ -1,0 +1,267 @@
+"""Train-step time per workload: PyTorch compiled and eager over JAX (jitted), on the CPU.
+
+A step is forward (the workload's `model_fn`, TRAIN mode), the workload's `loss_fn`, backward and
+one AdamW step (lr 1e-3; torch.optim.AdamW / optax.adamw), on one cached `fake_batch` of the same
+size in all three modes: PyTorch eager, PyTorch with the model under torch.compile (as the runner
+compiles it) and JAX with the whole step under jax.jit. Blocks of `--steps` steps of each mode
+alternate over `--rounds` rounds (the order rotates) so drift and load from other processes hit
+all modes alike; medians are compared. Warm-up steps (compilation) are not timed. Then the
+ImageNet input pipeline's train images/s on a fixture JPEG tree with 2 DataLoader workers.
+
+Usage: .venv/bin/python scripts/bench_workloads.py [--workloads imagenet_resnet,imagenet_vit,...]
+       [--batch 8] [--steps 5] [--rounds 3] [--image_size 64] [--pipeline_batches 20] [--threads 1]
+Prints one line per workload (ms/step of each mode and the ratios), then
+`PyTorch compiled / JAX: <workload> X.XX ...` (the headline), then the pipeline line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+# Compile in this process: inductor's pool of compile workers starts (and imports torch) in the
+# background after the first compile and would steal the CPUs from the first timed steps.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LEARNING_RATE = 1e-3
+MODES = ("torch_compiled", "torch_eager", "jax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """How to bench one workload; add a line to CASES for a new one."""
+
+    name: str
+    pipeline: str
+    """Module with `fake_batch(batch_size, layout=, seed=[, image_size=])`."""
+    takes_image_size: bool = False
+    """Whether the workload's constructor and fake_batch take `image_size` (ImageNet)."""
+
+
+CASES = {
+    case.name: case
+    for case in (
+        Case("mnist", "workloads.mnist.input_pipeline"),
+        Case("cifar", "workloads.cifar.input_pipeline"),
+        Case("imagenet_resnet", "workloads.imagenet_resnet.input_pipeline", True),
+        Case("imagenet_vit", "workloads.imagenet_resnet.input_pipeline", True),
+    )
+}
+DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
+
+
+def numpy_batch(case: Case, batch_size: int, layout: str, image_size: int) -> dict:
+    pipeline = importlib.import_module(case.pipeline)
+    options = {"image_size": image_size} if case.takes_image_size else {}
+    return pipeline.fake_batch(batch_size, layout=layout, seed=0, **options)
+
+
+def load(case: Case, framework: str, image_size: int):
+    import workloads
+
+    options = {"image_size": image_size} if case.takes_image_size else {}
+    return workloads.load(case.name, framework, **options)
+
+
+def torch_stepper(case: Case, args, compiled: bool):
+    """A function that runs one PyTorch train step (eager or with a compiled model)."""
+    import torch
+
+    from algoperf import rng as np_rng
+    from algoperf import spec
+    from algoperf.torch.workload import to_torch
+
+    workload = load(case, "pytorch", args.image_size)
+    model, model_state = workload.init_model_fn(np_rng.prng_key(0))
+    params = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    batch = to_torch(numpy_batch(case, args.batch, "NCHW", args.image_size), torch.device("cpu"))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits, _ = workload.model_fn(
+            params, batch, model_state, spec.ForwardPassMode.TRAIN, None, True
+        )
+        losses = workload.loss_fn(batch["targets"], logits, batch["weights"])
+        (losses["summed"] / losses["n_valid_examples"]).backward()
+        optimizer.step()
+
+    return step
+
+
+def jax_stepper(case: Case, args):
+    """A function that runs one jitted JAX train step (params and optimizer state carried)."""
+    import jax
+    import optax
+
+    from algoperf import spec
+    from algoperf.jax import sharding
+
+    workload = load(case, "jax", args.image_size)
+    params, model_state = workload.init_model_fn(jax.random.PRNGKey(0))
+    optimizer = optax.adamw(LEARNING_RATE)
+    batch = sharding.shard_local_batch(numpy_batch(case, args.batch, "NHWC", args.image_size))
+
+    def train_step(params, optimizer_state, model_state, batch, rng):
+        def loss(params):
+            logits, new_state = workload.model_fn(
+                params, batch, model_state, spec.ForwardPassMode.TRAIN, rng, True
+            )
+            losses = workload.loss_fn(batch["targets"], logits, batch["weights"])
+            return losses["summed"] / losses["n_valid_examples"], new_state
+
+        (_, new_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, optimizer_state = optimizer.update(grads, optimizer_state, params)
+        return optax.apply_updates(params, updates), optimizer_state, new_state
+
+    jitted = jax.jit(train_step, donate_argnums=(0, 1))
+    carried = [params, optimizer.init(params), model_state]
+    rng = jax.random.PRNGKey(1)
+
+    def step():
+        carried[:] = jitted(*carried, batch, rng)
+        jax.block_until_ready(carried[0])
+
+    return step
+
+
+def timed(step, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_workload(case: Case, args) -> dict[str, float]:
+    """Median seconds per step of each mode."""
+    steppers = {
+        "torch_compiled": torch_stepper(case, args, compiled=True),
+        "torch_eager": torch_stepper(case, args, compiled=False),
+        "jax": jax_stepper(case, args),
+    }
+    for step in steppers.values():
+        timed(step, args.warmup)  # compilation, allocator, caches
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for index in range(args.rounds):
+        order = MODES[index % len(MODES) :] + MODES[: index % len(MODES)]
+        for mode in order:
+            times[mode] += timed(steppers[mode], args.steps)
+    return {mode: statistics.median(values) for mode, values in times.items()}
+
+
+def bench_pipeline(args) -> str:
+    """Train images/s of the ImageNet pipeline (2 workers) on a fixture JPEG tree."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import imagenet_fixture
+
+    from algoperf.data.sharding import Shard
+    from workloads.imagenet_resnet import input_pipeline
+
+    classes = per_class = imagenet_fixture.MAX_CLASSES
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir = imagenet_fixture.make_imagenet_tree(
+            folder, num_classes=classes, per_class=per_class, size=args.fixture_jpeg_size
+        )
+        splits = input_pipeline.load_splits(
+            str(data_dir), layout="NCHW", image_size=args.image_size, num_workers=2
+        )
+        stream = input_pipeline.batches(
+            splits, "train", args.batch, seed=0, shard=Shard(0, 1), num_eval_train_examples=0
+        )
+        for _ in range(3):  # worker start-up and the first prefetches
+            next(stream)
+        start = time.perf_counter()
+        for _ in range(args.pipeline_batches):
+            next(stream)
+        seconds = time.perf_counter() - start
+    images = args.pipeline_batches * args.batch
+    return (
+        f"imagenet pipeline, 2 workers, {classes * per_class} fixture JPEGs of "
+        f"~{args.fixture_jpeg_size} px (flat colours: faster to decode than photos) -> "
+        f"{args.image_size} px: {images / seconds:.0f} train images/s"
+    )
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default=DEFAULT_WORKLOADS, help="comma-separated names")
+    parser.add_argument("--batch", type=int, default=8, help="global batch size of every case")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per block")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per mode")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first")
+    parser.add_argument(
+        "--image_size", type=int, default=64, help="ImageNet side in pixels (mnist/cifar fixed)"
+    )
+    parser.add_argument("--pipeline_batches", type=int, default=20, help="0 skips the pipeline")
+    parser.add_argument("--fixture_jpeg_size", type=int, default=384)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads of both frameworks (0: their defaults); 1 gives steadier ratios "
+        "on a machine shared with other jobs (spinning thread pools slow down under load)",
+    )
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        parser.error(f"--workloads: unknown {unknown or 'none given'}; choose from {list(CASES)}")
+    for flag in ("batch", "steps", "rounds", "image_size", "fixture_jpeg_size"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be a positive whole number.")
+    if args.warmup < 1 or args.pipeline_batches < 0 or args.threads < 0:
+        parser.error("--warmup must be >= 1 (compilation); --pipeline_batches, --threads >= 0.")
+    args.names = names
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:  # before torch and jax are imported
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        multi = "true" if args.threads > 1 else "false"
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_cpu_multi_thread_eigen={multi} intra_op_parallelism_threads={args.threads}"
+        )
+    from algoperf.process import configure_process
+
+    configure_process("pytorch", "v1.0")
+    configure_process("jax", "v1.0")
+    warnings.filterwarnings("ignore")
+    headline = []
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    for name in args.names:
+        case = CASES[name]
+        size = f"{args.image_size} px" if case.takes_image_size else "native size"
+        medians = bench_workload(case, args)
+        compiled, eager, jax_time = (medians[m] for m in MODES)
+        print(
+            f"{name:16} batch {args.batch}, {size}: torch compiled {compiled * 1e3:8.2f} ms, "
+            f"eager {eager * 1e3:8.2f} ms, jax {jax_time * 1e3:8.2f} ms per step; "
+            f"compiled/jax {compiled / jax_time:.2f}, eager/jax {eager / jax_time:.2f}, "
+            f"compiled/eager {compiled / eager:.2f}",
+            flush=True,
+        )
+        headline.append(f"{name} {compiled / jax_time:.2f}")
+    print("PyTorch compiled / JAX: " + ", ".join(headline), flush=True)
+    if args.pipeline_batches:
+        print(bench_pipeline(args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
