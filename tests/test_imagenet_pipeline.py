@@ -462,5 +462,17 @@ def test_missing_or_unsafe_archives_are_clear_errors(archives, tmp_path, capsys)
     with pytest.raises(ValueError, match="refusing to extract"):
         prepare_module.prepare(tmp_path / "data", train_tar=evil, splits=("train",))
     assert not list(tmp_path.rglob("escaped.JPEG"))
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(archives["train_tar"].read_bytes()[:3000])
+    with pytest.raises(ValueError, match="truncated.tar: not a readable archive") as error:
+        prepare_module.prepare(tmp_path / "other", train_tar=truncated, splits=("train",))
+    assert "\n" not in str(error.value)
+    garbage = tmp_path / "devkit.tar.gz"
+    garbage.write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="devkit.tar.gz: not a readable archive") as error:
+        prepare_module.prepare(
+            tmp_path / "other", val_tar=archives["val_tar"], devkit=garbage, splits=("validation",)
+        )
+    assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="is this ILSVRC2012_img_train.tar"):
         prepare_module.prepare(tmp_path / "other", train_tar=archives["val_tar"], splits=("train",))

@@ -19,6 +19,7 @@ a rerun skips what is done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import re
@@ -69,6 +70,18 @@ def _check_counts(folder, split, images, classes, expected_counts, expected_clas
             f"{expected:,} in {expected_classes:,}; {source} is incomplete or not the right "
             f"archive (fix it, delete {folder} and run this command again)."
         )
+
+
+@contextlib.contextmanager
+def _reading(archive: pathlib.Path):
+    """Turn tarfile's errors about a broken archive into one line that names the file."""
+    try:
+        yield
+    except (EOFError, tarfile.TarError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(
+            f"{archive}: not a readable archive ({reason}); it may be truncated: download it again."
+        ) from None
 
 
 def _require(path: pathlib.Path | None, what: str) -> pathlib.Path:
@@ -132,8 +145,13 @@ def read_devkit(devkit: pathlib.Path) -> list[str]:
     """
     import io
 
-    import scipy.io
-
+    try:
+        import scipy.io
+    except ImportError:
+        raise ValueError(
+            "reading the devkit's meta.mat needs scipy: `pip install scipy` (or the `data` "
+            "extra: `pip install -e .[data]`)."
+        ) from None
     contents = {}
     with tarfile.open(devkit, "r:*") as tar:
         for member in tar:
@@ -186,10 +204,8 @@ def _finish_split(partial, target, split, source, expected_counts, expected_clas
     os.rename(partial, target)
 
 
-def prepare_validation(val_tar, devkit, target, expected_counts, expected_classes) -> None:
-    if target.is_dir():
-        return
-    wnids = read_devkit(devkit)
+def prepare_validation(val_tar, wnids, target, expected_counts, expected_classes) -> None:
+    """Sort the flat validation archive into class folders; `wnids` from `read_devkit`."""
     partial = target.with_name(f".tmp_{target.name}")
 
     def folder_of(name: pathlib.PurePosixPath) -> str:
@@ -197,7 +213,7 @@ def prepare_validation(val_tar, devkit, target, expected_counts, expected_classe
         if match is None or not 0 < int(match.group(1)) <= len(wnids):
             raise ValueError(
                 f"{val_tar}: unexpected member {str(name)!r} (expected ILSVRC2012_val_<number>"
-                f".JPEG with a label in {devkit}); is this {VAL_TAR}?"
+                f".JPEG with a label in the devkit); is this {VAL_TAR}?"
             )
         return wnids[int(match.group(1)) - 1]
 
@@ -256,14 +272,20 @@ def prepare(
     root.mkdir(parents=True, exist_ok=True)
     if "train" in splits:
         archive = _require(_path(train_tar), TRAIN_TAR)
-        prepare_train(archive, root / pipeline.SPLIT_DIRS["train"], counts, expected_classes)
+        with _reading(archive):
+            prepare_train(archive, root / pipeline.SPLIT_DIRS["train"], counts, expected_classes)
     if "validation" in splits:
         archive, labels = _require(_path(val_tar), VAL_TAR), _require(_path(devkit), DEVKIT)
         target = root / pipeline.SPLIT_DIRS["validation"]
-        prepare_validation(archive, labels, target, counts, expected_classes)
+        if not target.is_dir():
+            with _reading(labels):
+                wnids = read_devkit(labels)
+            with _reading(archive):
+                prepare_validation(archive, wnids, target, counts, expected_classes)
     if "test" in splits:
         archive = _require(_path(v2_tar), V2_TAR)
-        prepare_v2(archive, root / pipeline.V2_DIR, counts, expected_classes)
+        with _reading(archive):
+            prepare_v2(archive, root / pipeline.V2_DIR, counts, expected_classes)
     return root
 
 
@@ -300,7 +322,7 @@ def main(argv=None) -> int:
             v2_tar=archive(args.v2_tar, V2_TAR),
             splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
         )
-    except (OSError, ValueError, tarfile.TarError) as error:
+    except (OSError, ValueError) as error:
         print(f"imagenet prepare: error: {error}", file=sys.stderr)
         return 2
     print(f"ImageNet ready in {root}")
