@@ -448,6 +448,7 @@ def test_missing_or_unsafe_archives_are_clear_errors(archives, tmp_path, capsys)
     assert prepare_module.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "ILSVRC2012_img_train.tar not found" in err
+    assert not (tmp_path / "data").exists()  # archives are checked before anything is written
     evil = tmp_path / "evil.tar"
     with tarfile.open(evil, "w") as outer:
         inner = io.BytesIO()

@@ -57,9 +57,8 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 LAYOUTS = ("NCHW", "NHWC")
 MAX_DEFAULT_WORKERS = 32
 PREPARE_COMMAND = (
-    "python -m workloads.imagenet_resnet.prepare --data_dir DIR --train_tar "
-    "ILSVRC2012_img_train.tar --val_tar ILSVRC2012_img_val.tar --devkit "
-    "ILSVRC2012_devkit_t12.tar.gz --v2_tar imagenetv2-matched-frequency.tar.gz"
+    "python -m workloads.imagenet_resnet.prepare --data_dir DIR --archive_dir "
+    "FOLDER_WITH_THE_ILSVRC2012_AND_IMAGENETV2_TARBALLS"
 )
 SPLITS = ("train", "eval_train", "validation", "test")
 

@@ -268,24 +268,26 @@ def prepare(
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}; choose from {', '.join(SPLITS)}.")
+    needed = {"train": (TRAIN_TAR,), "validation": (VAL_TAR, DEVKIT), "test": (V2_TAR,)}
+    given = {TRAIN_TAR: train_tar, VAL_TAR: val_tar, DEVKIT: devkit, V2_TAR: v2_tar}
+    # Every archive the requested splits need is checked before anything is written.
+    archives = {name: _require(_path(given[name]), name) for s in splits for name in needed[s]}
     root = pathlib.Path(data_dir).expanduser() / pipeline.DATASET_DIR
     root.mkdir(parents=True, exist_ok=True)
     if "train" in splits:
-        archive = _require(_path(train_tar), TRAIN_TAR)
-        with _reading(archive):
-            prepare_train(archive, root / pipeline.SPLIT_DIRS["train"], counts, expected_classes)
-    if "validation" in splits:
-        archive, labels = _require(_path(val_tar), VAL_TAR), _require(_path(devkit), DEVKIT)
-        target = root / pipeline.SPLIT_DIRS["validation"]
-        if not target.is_dir():
-            with _reading(labels):
-                wnids = read_devkit(labels)
-            with _reading(archive):
-                prepare_validation(archive, wnids, target, counts, expected_classes)
+        with _reading(archives[TRAIN_TAR]):
+            prepare_train(
+                archives[TRAIN_TAR], root / pipeline.SPLIT_DIRS["train"], counts, expected_classes
+            )
+    target = root / pipeline.SPLIT_DIRS["validation"]
+    if "validation" in splits and not target.is_dir():
+        with _reading(archives[DEVKIT]):
+            wnids = read_devkit(archives[DEVKIT])
+        with _reading(archives[VAL_TAR]):
+            prepare_validation(archives[VAL_TAR], wnids, target, counts, expected_classes)
     if "test" in splits:
-        archive = _require(_path(v2_tar), V2_TAR)
-        with _reading(archive):
-            prepare_v2(archive, root / pipeline.V2_DIR, counts, expected_classes)
+        with _reading(archives[V2_TAR]):
+            prepare_v2(archives[V2_TAR], root / pipeline.V2_DIR, counts, expected_classes)
     return root
 
 
@@ -296,7 +298,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data_dir", "--data-dir", default="~/data")
     parser.add_argument(
         "--archive_dir", "--archive-dir", default=None,
-        help="folder holding the four archives under their distributed names",
+        help="folder holding the four archives under their distributed names (default: DATA_DIR)",
     )  # fmt: skip
     for flag, name in (
         ("train_tar", TRAIN_TAR), ("val_tar", VAL_TAR), ("devkit", DEVKIT), ("v2_tar", V2_TAR)
@@ -306,12 +308,10 @@ def main(argv=None) -> int:
         "--splits", default=",".join(SPLITS), help="comma-separated subset of " + ",".join(SPLITS)
     )
     args = parser.parse_args(argv)
-    folder = pathlib.Path(args.archive_dir).expanduser() if args.archive_dir else None
+    folder = pathlib.Path(args.archive_dir or args.data_dir).expanduser()
 
     def archive(given, name):
-        if given is not None:
-            return given
-        return folder / name if folder is not None else None
+        return given if given is not None else folder / name
 
     try:
         root = prepare(
