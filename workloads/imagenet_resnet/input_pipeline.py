@@ -17,7 +17,9 @@ same 0.875 fraction with a bicubic resize).
 
 JPEGs are decoded with PIL in `torch.utils.data.DataLoader` worker processes; each rank reads only
 its rows of every global batch. Every random choice is seeded by (seed, step, global row), so the
-stream is the same for any number of workers or ranks and resumes exactly from a step.
+stream is the same for any number of workers or ranks and resumes exactly from a step. Batches
+come back from the workers through shared memory (/dev/shm: ~2 batches per worker in flight, so
+containers need a few GB there, e.g. `docker run --shm-size 16g`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ V2_DIR = "imagenet_v2"
 V2_RELEASE_DIR = "imagenetv2-matched-frequency-format-val"  # the folder the v2 tarball holds
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 LAYOUTS = ("NCHW", "NHWC")
-MAX_DEFAULT_WORKERS = 32
+MAX_DEFAULT_WORKERS = 16
 PREPARE_COMMAND = (
     "python -m workloads.imagenet_resnet.prepare --data_dir DIR --archive_dir "
     "FOLDER_WITH_THE_ILSVRC2012_AND_IMAGENETV2_TARBALLS"
@@ -417,7 +419,7 @@ def _loader(dataset: Dataset, batch_keys, layout: str, num_workers: int) -> Iter
         collate_fn=Collate(layout),
         num_workers=num_workers,
         multiprocessing_context=_worker_context() if num_workers else None,
-        prefetch_factor=4 if num_workers else None,
+        prefetch_factor=2 if num_workers else None,  # batches in flight per worker
     )
     return (as_numpy(batch) for batch in loader)
 
