@@ -129,6 +129,7 @@ def test_torch_full_size_counts_and_types(name):
 
 # The two distinct inits (silu and gelu initialise as the base; their forward and backward run in
 # the small-model parity tests below, in both frameworks).
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["imagenet_resnet", "imagenet_resnet_large_bn_init"])
 def test_torch_full_size_model(name):
     """init_model_fn, the init values, forward / loss / backward and BN update control."""
@@ -331,6 +332,7 @@ def small_jax_own_init(name: str) -> dict:
     return {"params": jax.device_get(params), "state": jax.device_get(model_state), **results}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_jax_init_forward_backward_and_bn_control(name):
     results = small_jax_own_init(name)
@@ -463,6 +465,7 @@ def test_parity_full_resnet50():
             _no_further_from_exact(stats["jax"][key], stats["torch"][key], stats["exact"][key], key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES[:3])
 def test_parity_small_resnet_per_variant(name):
     """Each activation agrees between the frameworks (large_bn_init differs from the base only
