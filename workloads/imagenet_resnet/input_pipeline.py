@@ -30,7 +30,7 @@ import math
 import multiprocessing
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -195,13 +195,24 @@ def random_resized_crop_box(
     return (width - crop_width) // 2, (height - crop_height) // 2, crop_width, crop_height
 
 
-def train_image(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Random-resized crop to size x size (bilinear) and a random horizontal flip: uint8 HWC."""
+# (PIL image, rng) -> PIL image, run after the crop and flip (imagenet_vit: RandAugment).
+Augment = Callable[[Image.Image, np.random.Generator], Image.Image]
+# (batch, seed, step) -> batch, run on each stacked train batch (imagenet_vit: mixup).
+Mixup = Callable[[dict, int, int], dict]
+
+
+def train_image(
+    image: Image.Image, size: int, rng: np.random.Generator, augment: Augment | None = None
+) -> np.ndarray:
+    """Random-resized crop to size x size (bilinear), a random horizontal flip, then `augment`
+    (if any) with the same rng: uint8 HWC."""
     left, top, crop_width, crop_height = random_resized_crop_box(*image.size, rng)
     box = (left, top, left + crop_width, top + crop_height)
     image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if augment is not None:
+        image = augment(image, rng)
     return np.asarray(image, np.uint8)
 
 
@@ -230,10 +241,15 @@ def normalise(images_uint8: np.ndarray) -> np.ndarray:
 
 # --- datasets and samplers (run inside DataLoader workers) ---------------------------------
 class DecodedImages(Dataset):
-    """Item `index` (eval; -1 = padding) or `(index, step, row)` (train): one example dict."""
+    """Item `index` (eval; -1 = padding) or `(index, step, row)` (train): one example dict
+    (train examples also carry their "step", for a per-batch mixup)."""
 
-    def __init__(self, files: ImageFiles, image_size: int, *, train: bool, seed: int = 0):
+    def __init__(
+        self, files: ImageFiles, image_size: int, *, train: bool, seed: int = 0,
+        augment: Augment | None = None,
+    ):  # fmt: skip
         self.files, self.image_size, self.train, self.seed = files, image_size, train, seed
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.files)
@@ -242,20 +258,25 @@ class DecodedImages(Dataset):
         if self.train:
             index, step, row = key
             rng = np.random.default_rng([self.seed, step, row])
-            pixels = train_image(load_rgb(self.files.path(index)), self.image_size, rng)
-        elif key < 0:  # padding row of the last eval batch
+            image = load_rgb(self.files.path(index))
+            pixels = train_image(image, self.image_size, rng, self.augment)
+            return {
+                "inputs": normalise(pixels),
+                "targets": self.files.labels[index],
+                "weights": np.float32(1.0),
+                "step": step,
+            }
+        if key < 0:  # padding row of the last eval batch
             size = self.image_size
             return {
                 "inputs": np.zeros((size, size, NUM_CHANNELS), np.float32),
                 "targets": np.int64(0),
                 "weights": np.float32(0.0),
             }
-        else:
-            index = key
-            pixels = eval_image(load_rgb(self.files.path(index)), self.image_size)
+        pixels = eval_image(load_rgb(self.files.path(key)), self.image_size)
         return {
             "inputs": normalise(pixels),
-            "targets": self.files.labels[index],
+            "targets": self.files.labels[key],
             "weights": np.float32(1.0),
         }
 
@@ -289,11 +310,12 @@ def eval_batch_keys(num_examples: int, global_batch_size: int, shard: Shard) -> 
 
 
 class Collate:
-    """Stack examples into a batch in the model's layout. In a worker process, numpy arrays go
-    back as tensors (shared memory, not a pipe); `as_numpy` turns them back without a copy."""
+    """Stack examples into a batch in the model's layout, then apply `mixup(batch, seed, step)`
+    (train only). In a worker process, numpy arrays go back as tensors (shared memory, not a
+    pipe); `as_numpy` turns them back without a copy."""
 
-    def __init__(self, layout: str):
-        self.layout = layout
+    def __init__(self, layout: str, mixup: Mixup | None = None, seed: int = 0):
+        self.layout, self.mixup, self.seed = layout, mixup, seed
 
     def __call__(self, examples: list[dict]) -> dict:
         inputs = np.stack([e["inputs"] for e in examples])
@@ -304,6 +326,8 @@ class Collate:
             "targets": np.asarray([e["targets"] for e in examples], np.int64),
             "weights": np.asarray([e["weights"] for e in examples], np.float32),
         }
+        if self.mixup is not None:
+            batch = self.mixup(batch, self.seed, int(examples[0]["step"]))
         return default_convert(batch) if get_worker_info() is not None else batch
 
 
@@ -412,11 +436,11 @@ def _worker_context():
     return context
 
 
-def _loader(dataset: Dataset, batch_keys, layout: str, num_workers: int) -> Iterator[dict]:
+def _loader(dataset: Dataset, batch_keys, collate: Collate, num_workers: int) -> Iterator[dict]:
     loader = DataLoader(
         dataset,
         batch_sampler=batch_keys,
-        collate_fn=Collate(layout),
+        collate_fn=collate,
         num_workers=num_workers,
         multiprocessing_context=_worker_context() if num_workers else None,
         prefetch_factor=2 if num_workers else None,  # batches in flight per worker
@@ -433,9 +457,12 @@ def batches(
     shard: Shard,
     num_eval_train_examples: int,
     start_step: int = 0,
+    augment: Augment | None = None,
+    mixup: Mixup | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Train: this rank's endless, augmented stream from `start_step`. eval_train (a fixed
-    seeded subset of train), validation, test: one pass, the last batch padded (weights 0)."""
+    """Train: this rank's endless, augmented stream from `start_step` (crop and flip, then
+    `augment` per image and `mixup` per batch if given). eval_train (a fixed seeded subset of
+    train), validation, test: one pass, the last batch padded (weights 0), never augmented."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
     num_workers = splits.num_workers
@@ -444,15 +471,15 @@ def batches(
     if split == "train":
         files = splits.train
         sampler = TrainBatches(len(files), global_batch_size, seed, shard, start_step)
-        dataset = DecodedImages(files, splits.image_size, train=True, seed=seed)
-        return _loader(dataset, sampler, splits.layout, num_workers)
+        dataset = DecodedImages(files, splits.image_size, train=True, seed=seed, augment=augment)
+        return _loader(dataset, sampler, Collate(splits.layout, mixup, seed), num_workers)
     if split == "eval_train":
         files = eval_train_subset(splits.train, num_eval_train_examples, seed)
     else:
         files = splits.validation if split == "validation" else splits.test()
     keys = eval_batch_keys(len(files), global_batch_size, shard)
     dataset = DecodedImages(files, splits.image_size, train=False)
-    return _loader(dataset, keys, splits.layout, num_workers)
+    return _loader(dataset, keys, Collate(splits.layout), num_workers)
 
 
 def eval_train_subset(files: ImageFiles, num_examples: int, seed: int) -> ImageFiles:
@@ -490,7 +517,14 @@ class ImageNetData:
       image_size: side of the square model input (224; tests use a few dozen pixels).
       num_workers: decoding processes per rank (default: the cores split among local ranks;
         0 decodes in the training process).
+
+    Class attributes: `train_augment` (an `Augment`) and `train_mixup` (a `Mixup`), None here
+    (ResNet: crop and flip only); imagenet_vit sets RandAugment and mixup. Both must be
+    module-level functions (they are pickled to the decoding workers).
     """
+
+    train_augment: Augment | None = None
+    train_mixup: Mixup | None = None
 
     def __init__(self, workload_spec, *, image_size=IMAGE_SIZE, num_workers=None, **kwargs):
         super().__init__(workload_spec, **kwargs)
@@ -517,6 +551,8 @@ class ImageNetData:
             shard=shard,
             num_eval_train_examples=self.num_eval_train_examples,
             start_step=start_step,
+            augment=self.train_augment,
+            mixup=self.train_mixup,
         )
 
     def eval_model(
