@@ -103,6 +103,18 @@ def test_clean_trial_passes(clean_trial, capsys):
     assert capsys.readouterr().out.strip() == "1 trials checked, no violations"
 
 
+def test_testing_only_workload_options_are_flagged(clean_trial):
+    flags = json.loads((clean_trial / "flags_0.json").read_text())
+    flags["workload_options"] = "image_size=32,num_workers=0"
+    (clean_trial / "flags_0.json").write_text(json.dumps(flags))
+    report = check_logs.check_trial(clean_trial)
+    assert [v.rule for v in report.violations] == ["workload_options"]
+    assert "image_size=32" in report.violations[0].detail
+    flags["workload_options"] = ""  # the default: nothing to flag
+    (clean_trial / "flags_0.json").write_text(json.dumps(flags))
+    assert rules(clean_trial) == []
+
+
 def test_evals_too_close(clean_trial):
     rows = clean_rows()
     rows[2]["total_duration"] -= 50  # eval 3 ends 50 s early: gap P − 50 after eval 2

@@ -16,6 +16,8 @@ version and ruleset come from `flags_0.json` / `meta_data_0.json`, else from the
   must hold, up to `tolerance_s` (clock skew between DDP ranks). The first eval (after step 1)
   has no predecessor; the last is exempt when the trial ended by training complete (a forced
   final eval). A trial run with `eval_every_steps` (testing only) is flagged.
+- `workload_options`: a trial run with `--workload_options` (testing only: a smaller image, a
+  shallower model) is flagged; its workload is not the benchmark's.
 - `budget`: every eval's score is below the budget (`max_allowed_runtime_sec`, × the version's
   self-tuning factor for `tuning_ruleset` self): the runner runs no eval once it is spent.
 - `time_to_target`: `trial_complete.json`'s time_to_target equals the score of the first eval
@@ -256,6 +258,14 @@ def _row_rules(rows: pd.DataFrame, context: TrialContext, tolerance_s: float) ->
                     scores, values, spec.validation_target, spec.higher_is_better, claimed
                 )
             ]
+    if context.flags.get("workload_options"):
+        found.append(
+            (
+                "workload_options",
+                f"flags set workload_options={context.flags['workload_options']!r} (testing "
+                "only): the workload was not the benchmark's",
+            )
+        )
     if context.flags.get("eval_every_steps"):
         found.append(
             (
