@@ -17,6 +17,7 @@ from flax import linen as nn
 
 from algoperf.jax.workload import JaxWorkload
 from workloads.imagenet_resnet import input_pipeline
+from workloads.imagenet_vit import augment
 
 LAYER_NORM_EPS = 1e-6
 POSEMB_TEMPERATURE = 10_000.0
@@ -201,8 +202,11 @@ class ViT(nn.Module):
 
 
 class Workload(input_pipeline.ImageNetData, JaxWorkload):
-    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`)."""
+    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`),
+    trained with RandAugment and mixup (augment.py)."""
 
+    train_augment = staticmethod(augment.rand_augment)
+    train_mixup = staticmethod(augment.mixup_batch)
     output_param_prefixes = ("head/",)
     data_layout = "NHWC"
 

@@ -15,6 +15,7 @@ from torch import nn
 from algoperf.torch.init import lecun_normal_
 from algoperf.torch.workload import TorchWorkload
 from workloads.imagenet_resnet import input_pipeline
+from workloads.imagenet_vit import augment
 
 LAYER_NORM_EPS = 1e-6
 POSEMB_TEMPERATURE = 10_000.0
@@ -207,8 +208,11 @@ class ViT(nn.Module):
 
 
 class Workload(input_pipeline.ImageNetData, TorchWorkload):
-    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`)."""
+    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`),
+    trained with RandAugment and mixup (augment.py)."""
 
+    train_augment = staticmethod(augment.rand_augment)
+    train_mixup = staticmethod(augment.mixup_batch)
     output_param_prefixes = ("head.",)
     data_layout = "NCHW"
 
