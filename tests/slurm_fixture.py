@@ -72,7 +72,13 @@ def install() -> float:
         if "Candidate: (none)" in candidate or "Candidate:" not in candidate:
             _run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=300"], env=env, timeout=600)
         # (waits for a dpkg lock another apt holds instead of failing at once)
-        _run([*apt.split(), "-q", "-o", "DPkg::Lock::Timeout=300"], env=env, timeout=900)
+        install_argv = [*apt.split(), "-q", "-o", "DPkg::Lock::Timeout=300"]
+        try:
+            _run(install_argv, env=env, timeout=900)
+        except SlurmUnavailable:
+            # A stale package index names .debs the mirror no longer has: refresh it, retry once.
+            _run(["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=300"], env=env, timeout=600)
+            _run(install_argv, env=env, timeout=900)
     finally:
         if made_policy:
             policy.unlink(missing_ok=True)
