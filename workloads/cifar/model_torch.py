@@ -7,30 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from algoperf.torch.init import lecun_normal_
+from algoperf.torch.layers import Shortcut
+from algoperf.torch.layers import batch_norm as _batch_norm
 from algoperf.torch.workload import TorchWorkload
 from workloads.cifar import input_pipeline
-
-BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-
-
-def _batch_norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-
-
-class Shortcut(nn.Module):
-    """Projection shortcut (1x1 conv with stride + BN) where the block changes shape."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
-        self.bn = _batch_norm(out_channels)
-
-    def forward(self, x_BCHW):
-        return self.bn(self.conv(x_BCHW))
 
 
 class BasicBlock(nn.Module):
