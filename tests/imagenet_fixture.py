@@ -187,3 +187,22 @@ def make_imagenet_archives(
     paths["devkit"].write_bytes(_tar_bytes(devkit, "w:gz"))
     paths["v2_tar"].write_bytes(_tar_bytes(v2_files, "w:gz"))
     return paths
+
+
+def check_fixture_run(trial: pathlib.Path) -> dict:
+    """The eval rows of a 3-step `algoperf run` on the default fixture tree (evals after steps
+    1..3, every split counted, finite losses, accuracies in [0, 1]); returns flags_0.json."""
+    import csv
+    import json
+
+    with open(trial / "eval_measurements.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["global_step"] == "1" and rows[-1]["global_step"] == "3"
+    last = rows[-1]
+    # 4 classes: 2 validation and 2 ImageNet-v2 images each; eval_train = all 12 train images.
+    assert last["validation/num_examples"] == "8" and last["test/num_examples"] == "8"
+    for key in ("train/loss", "validation/loss", "test/loss"):
+        assert np.isfinite(float(last[key])) and float(last[key]) > 0, key
+    for key in ("train/accuracy", "validation/accuracy", "test/accuracy"):
+        assert 0.0 <= float(last[key]) <= 1.0, key
+    return json.loads((trial / "flags_0.json").read_text())

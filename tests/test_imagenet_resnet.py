@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import collections
 import copy
-import csv
 import functools
-import json
 import math
 import os
 import pathlib
@@ -525,17 +523,7 @@ def test_algoperf_run_on_the_fixture_tree(tmp_path, framework):
     result = algoperf_run(tmp_path, framework, options)
     assert result.returncode == 0, result.stderr[-3000:]
     trial = tmp_path / "exp" / "resnet" / f"imagenet_resnet_{framework}" / "trial_1"
-    with open(trial / "eval_measurements.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert rows[0]["global_step"] == "1" and rows[-1]["global_step"] == "3"
-    last = rows[-1]
-    # 4 classes: 2 validation and 2 ImageNet-v2 images each; eval_train = all 12 train images.
-    assert last["validation/num_examples"] == "8" and last["test/num_examples"] == "8"
-    for key in ("train/loss", "validation/loss", "test/loss"):
-        assert np.isfinite(float(last[key])) and float(last[key]) > 0, key
-    for key in ("train/accuracy", "validation/accuracy", "test/accuracy"):
-        assert 0.0 <= float(last[key]) <= 1.0, key
-    flags = json.loads((trial / "flags_0.json").read_text())
+    flags = imagenet_fixture.check_fixture_run(trial)
     assert flags["torch_compile"] is True and flags["workload_options"] == options
 
 

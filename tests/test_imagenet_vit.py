@@ -12,9 +12,7 @@ those tests, ~10 s of compile per variant, are marked slow.
 from __future__ import annotations
 
 import collections
-import csv
 import functools
-import json
 import os
 import pathlib
 import subprocess
@@ -472,17 +470,7 @@ def test_algoperf_run_on_the_fixture_tree(tmp_path, framework):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     trial = tmp_path / "exp" / "vit" / f"imagenet_vit_{framework}" / "trial_1"
-    with open(trial / "eval_measurements.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert rows[0]["global_step"] == "1" and rows[-1]["global_step"] == "3"
-    last = rows[-1]
-    # 4 classes: 2 validation and 2 ImageNet-v2 images each; eval_train = all 12 train images.
-    assert last["validation/num_examples"] == "8" and last["test/num_examples"] == "8"
-    for key in ("train/loss", "validation/loss", "test/loss"):
-        assert np.isfinite(float(last[key])) and float(last[key]) > 0, key
-    for key in ("train/accuracy", "validation/accuracy", "test/accuracy"):
-        assert 0.0 <= float(last[key]) <= 1.0, key
-    flags = json.loads((trial / "flags_0.json").read_text())
+    flags = imagenet_fixture.check_fixture_run(trial)
     assert flags["torch_compile"] is True and flags["workload"] == "imagenet_vit"
     compiled_files = [p for p in inductor_cache.rglob("*") if p.is_file()]
     assert bool(compiled_files) == (framework == "pytorch")
