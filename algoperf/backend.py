@@ -22,6 +22,9 @@ class Backend(Protocol):
     def step_rngs(self, key: Any, step: int) -> tuple[Any, Any, Any, Any]:
         """fold_in(key, step) then a 4-way split: data_select, update, prep_eval, eval."""
 
+    needs_sync: bool
+    """Whether `sync` has anything to wait for (False on a CPU, where work is never queued)."""
+
     def sync(self, *trees: Any) -> None:
         """Wait for queued device work on these values, so a clock reading is honest."""
 

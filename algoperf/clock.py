@@ -20,9 +20,16 @@ class Clock:
         sync: Callable[..., None] | None = None,
         time_fn: Callable[[], float] = time.time,
     ) -> None:
-        self._sync = sync or (lambda *values: None)
+        """`sync` None: nothing to wait for (a CPU device), so a reading is just `time_fn()`."""
+        self._sync = sync
         self._time = time_fn
 
     def now(self, *values: Any) -> float:
-        self._sync(*values)
+        if self._sync is not None:
+            self._sync(*values)
         return self._time()
+
+    @classmethod
+    def of(cls, backend: Any) -> Clock:
+        """The clock of a runner backend: it syncs only when the backend has queued work."""
+        return cls(sync=backend.sync if backend.needs_sync else None)

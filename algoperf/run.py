@@ -343,7 +343,7 @@ class _Trial:
                     input_queue,
                     loop_rng,
                     backend=backend,
-                    clock=Clock(sync=backend.sync),
+                    clock=Clock.of(backend),
                     settings=settings,
                     state=state,
                     on_eval=on_eval,

@@ -7,12 +7,20 @@ amount, so every schedule and total below is worked out by hand.
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 
 import pytest
 
 from algoperf import spec
 from algoperf.clock import Clock
-from algoperf.runner import LoopSettings, LoopState, TrainVars, time_to_target, train_loop
+from algoperf.runner import (
+    LoopSettings,
+    LoopState,
+    TrainStateView,
+    TrainVars,
+    time_to_target,
+    train_loop,
+)
 from algoperf.submission import Submission
 
 
@@ -83,7 +91,7 @@ def make_submission(
     ):
         clock_time.advance(step_s)
         if seen is not None:
-            seen.append(train_state)
+            seen.append((train_state, dict(train_state)))
         if complete_at is not None and global_step + 1 >= complete_at:
             raise spec.TrainingCompleteError
         return opt_state, params, model_state
@@ -287,10 +295,19 @@ def test_target_comparison_is_strict_and_directional():
 def test_train_state_is_read_only_and_current():
     seen: list = []
     run_loop(step_s=1.0, period=10.0, budget=12.0, with_train_state=True, seen=seen)
-    first, twelfth = seen[0], seen[11]
-    assert isinstance(first, types.MappingProxyType)
+    (view, first), (_, twelfth) = seen[0], seen[11]
+    assert isinstance(view, Mapping)
     with pytest.raises(TypeError):
-        first["training_complete"] = True
+        view["training_complete"] = True
+    with pytest.raises(KeyError):
+        view["global_step"]  # only upstream's train_state keys
+    # Read at call time: the values of that step.
     assert first["accumulated_submission_time"] == 0.0
     assert twelfth["accumulated_submission_time"] == pytest.approx(11.0)
-    assert set(first) == set(LoopState().train_state())
+    # Live, as upstream's dict is: a view kept by the submission shows the loop's latest values.
+    # (21 steps: the budget is checked only at the eval point after step 21.)
+    assert len(seen) == 21
+    assert view["accumulated_submission_time"] == pytest.approx(21.0)
+    assert not view["is_time_remaining"]
+    assert set(first) == set(LoopState().train_state()) == set(TrainStateView.KEYS)
+    assert len(first) == 9

@@ -16,6 +16,7 @@ def _step_rngs(key, step):
 
 class JaxBackend:
     name = "jax"
+    needs_sync = True  # dispatch is asynchronous on every platform, the CPU included
 
     def __init__(self) -> None:
         # Multi-host: the launcher (Slurm, submitit, a user) provides the coordinator.

@@ -26,6 +26,7 @@ class TorchBackend:
         self.device_count = info.world_size
         self.device = info.device
         self._cuda = info.device.type == "cuda"
+        self._step_keys: np_rng.StepKeys | None = None
 
     # Keys are int pairs, as in upstream's PyTorch path (submissions may read rng[0]).
     def prng_key(self, seed: int) -> np.ndarray:
@@ -35,7 +36,15 @@ class TorchBackend:
         return list(np_rng.split(key, num))
 
     def step_rngs(self, key, step: int):
-        return tuple(np_rng.split(np_rng.fold_in(key, step), 4))
+        """`split(fold_in(key, step), 4)`, served from blocks derived in numpy (rng.StepKeys)."""
+        keys = self._step_keys
+        if keys is None or (keys.key is not key and not keys.matches(key)):
+            keys = self._step_keys = np_rng.StepKeys(key)
+        return keys.for_step(step)
+
+    @property
+    def needs_sync(self) -> bool:
+        return self._cuda  # CUDA kernels are queued; CPU ops run before the call returns
 
     def sync(self, *trees) -> None:
         del trees

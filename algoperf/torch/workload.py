@@ -6,7 +6,6 @@ its data (`numpy_batches`) and, where it differs from classification, its loss a
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 from collections.abc import Iterator
@@ -134,10 +133,10 @@ class TorchWorkload(SpecWorkload):
         if self.spec.default_dropout_rate is not None:
             rate = self.spec.default_dropout_rate if dropout_rate is None else dropout_rate
             kwargs["dropout_rate"] = rate
-        context = contextlib.nullcontext() if training else torch.no_grad()
-        with context:
-            logits = model(inputs, **kwargs)
-        return logits, model_state
+        if training:
+            return model(inputs, **kwargs), model_state
+        with torch.no_grad():
+            return model(inputs, **kwargs), model_state
 
     # --- loss ------------------------------------------------------------------------------
     def loss_fn(
