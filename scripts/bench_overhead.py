@@ -5,10 +5,11 @@ NAdamW reference submission (RNG derivation, data_selection, update_params, cloc
 device sync, train-state bookkeeping, progress hook); the bare loop does the same zero_grad /
 forward / loss (the workload's masked, smoothed `loss_fn`) / backward / NAdamW step / LR-schedule
 step on the same model and optimizer objects. Both are fed one cached batch, so the ratio is the
-runner's cost alone (the data loader's cost is measured by scripts/bench_dataloader.py). Short
-blocks of each alternate over many rounds.
+runner's cost alone (the data loader's cost is measured by scripts/bench_dataloader.py). The two
+alternate step by step in one run: the runner's `on_step` hook runs one bare step after each
+runner step, so drift on a shared machine hits both alike.
 
-Usage: .venv/bin/python scripts/bench_overhead.py [--rounds 20] [--quick]
+Usage: .venv/bin/python scripts/bench_overhead.py [--scale 1.0] [--quick]
 Prints one line per case and, last, `worst ratio: X.XXX` (goal <= 1.02).
 """
 
@@ -35,27 +36,22 @@ from algoperf.submission import load_submission
 from algoperf.torch.workload import to_torch
 
 SUBMISSION = PACKAGE_ROOT / "submissions" / "nadamw" / "submission_torch.py"
-# (workload, batch size, steps per block): batches sized so a step is ~2-500 ms on a CPU.
-CASES = (("mnist", 128, 30), ("cifar", 16, 3))
+# (workload, batch size, measured steps, warm-up steps): batches sized so a step is ~2-500 ms
+# on a CPU; mnist's 128 is the reference submissions' mnist batch size.
+CASES = (("mnist", 128, 3000, 50), ("cifar", 16, 30, 4))
 
 
-class NoEvalWorkload:
-    """The real workload with eval replaced by a no-op (the bench times training steps only)."""
+def without_eval(workload):
+    """The real workload with eval switched off (the bench times training steps only).
 
-    def __init__(self, workload):
-        self._workload = workload
-
-    def __getattr__(self, name):
-        return getattr(self._workload, name)
-
-    def eval_model(self, *args, **kwargs):
-        return {}
-
-    def has_reached_validation_target(self, result):
-        return False
-
-    def has_reached_test_target(self, result):
-        return False
+    Instance attributes shadow the three methods, so every other attribute is read from the
+    workload itself at its normal cost (a wrapper with `__getattr__` would add a Python call to
+    each of the ~10 workload reads per step and bill it to the runner).
+    """
+    workload.eval_model = lambda *args, **kwargs: {}
+    workload.has_reached_validation_target = lambda result: False
+    workload.has_reached_test_target = lambda result: False
+    return workload
 
 
 def hyperparameters():
@@ -77,7 +73,7 @@ class Case:
     """
 
     def __init__(self, name: str, batch, compiled: bool):
-        self.workload = workloads.load(name, "pytorch")
+        self.workload = without_eval(workloads.load(name, "pytorch"))
         self.submission = load_submission(SUBMISSION)
         self.hp = hyperparameters()
         self.batch = batch
@@ -86,90 +82,109 @@ class Case:
             self.workload, model, model_state, self.hp, None
         )
         self.variables = TrainVars(model, model_state, optimizer_state)
-        self.state = LoopState()
         self.backend = get_backend("pytorch")
+        self.model = model
+        self._optimizer = optimizer_state["optimizer"]
+        self._scheduler = optimizer_state["scheduler"]
+        self.inputs, self.targets = batch["inputs"], batch["targets"]
+        self.weights = batch["weights"]
 
-    def runner_block(self, steps: int) -> list[float]:
-        """`steps` steps of `runner.train_loop` (the NAdamW reference submission)."""
-        stamps: list[float] = []
-        self.state.training_complete = False
+    def bare_step(self) -> None:
+        """The step written by hand: zero_grad / forward / loss / backward / step."""
+        optimizer, scheduler = self._optimizer, self._scheduler
+        optimizer.zero_grad(set_to_none=True)
+        logits = self.model(self.inputs)
+        # The same loss math as the submission (the workload's masked, smoothed loss_fn).
+        losses = self.workload.loss_fn(
+            self.targets, logits, self.weights, label_smoothing=self.hp.label_smoothing
+        )
+        loss = losses["summed"] / losses["n_valid_examples"]
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    def interleaved(self, steps: int) -> tuple[list[float], list[float]]:
+        """`steps` runner steps, each followed by one bare step run from the runner's
+        `on_step` hook; returns (runner step times, bare step times).
+
+        A runner step is timed from the end of the previous bare step to the runner's
+        end-of-step clock reading, so it holds all the loop's per-step work (RNG derivation,
+        data_selection, update_params and its wrappers, clock reads, the eval schedule, the
+        hook call). Alternating single steps makes the machine's drift (other processes, CPU
+        frequency, cache state) hit both paths alike.
+        """
+        runner_times: list[float] = []
+        bare_times: list[float] = []
+        last_end = [None]
+
+        def on_step(loop_state, now):
+            if last_end[0] is not None:
+                runner_times.append(now - last_end[0])
+            start = time.time()
+            self.bare_step()
+            end = time.time()
+            bare_times.append(end - start)
+            last_end[0] = end
+
         settings = LoopSettings(
             budget_sec=1e9,
             eval_period_sec=1e9,
             global_batch_size=len(self.batch["targets"]),
             eval_batch_size=8,
             data_dir="",
-            max_global_steps=self.state.global_step + steps,
+            max_global_steps=steps,
         )
+        self.model.train()
         train_loop(
-            NoEvalWorkload(self.workload),
+            self.workload,
             self.submission,
             self.hp,
             self.variables,
             itertools.repeat(self.batch),
             np_rng.prng_key(1),
             backend=self.backend,
-            clock=Clock(sync=self.backend.sync),
+            clock=Clock.of(self.backend),
             settings=settings,
-            state=self.state,
-            on_step=lambda loop_state, now: stamps.append(now),
+            state=LoopState(),
+            on_step=on_step,
         )
-        return [b - a for a, b in zip(stamps, stamps[1:])]
-
-    def bare_block(self, steps: int) -> list[float]:
-        """The same step written by hand: zero_grad / forward / loss / backward / step."""
-        workload, hp = self.workload, self.hp
-        model = self.variables.params
-        optimizer = self.variables.optimizer_state["optimizer"]
-        scheduler = self.variables.optimizer_state["scheduler"]
-        inputs, targets = self.batch["inputs"], self.batch["targets"]
-        weights = self.batch["weights"]
-        model.train()
-        times = []
-        for _ in range(steps):
-            start = time.time()
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(inputs)
-            # The same loss math as the submission (the workload's masked, smoothed loss_fn).
-            losses = workload.loss_fn(targets, logits, weights, label_smoothing=hp.label_smoothing)
-            loss = losses["summed"] / losses["n_valid_examples"]
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            times.append(time.time() - start)
-        return times
+        return runner_times, bare_times
 
 
-def measure(name, batch_size, steps, compiled, rounds) -> tuple[float, float]:
-    """Medians over `rounds` alternating blocks (the order flips each round, so drift and
-    load from other processes hit both paths alike)."""
+def measure(name, batch_size, steps, compiled, warmup) -> tuple[float, float]:
+    """Medians of the runner's and the bare loop's step times over `steps` alternating steps
+    (after `warmup` pairs: compilation, allocator, caches)."""
     module = __import__(f"workloads.{name}.input_pipeline", fromlist=["fake_batch"])
     batch = to_torch(module.fake_batch(batch_size, layout="NCHW"), torch.device("cpu"))
     case = Case(name, batch, compiled)
-    case.runner_block(3)  # warm up both paths (compilation, allocator, first eval point)
-    case.bare_block(3)
-    runner, bare = [], []
-    for index in range(rounds):
-        blocks = [(case.runner_block, runner), (case.bare_block, bare)]
-        for block, times in blocks if index % 2 == 0 else blocks[::-1]:
-            times += block(steps)
-    return statistics.median(runner), statistics.median(bare)
+    runner, bare = case.interleaved(warmup + steps)
+    return statistics.median(runner[warmup:]), statistics.median(bare[warmup:])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="2 rounds (a smoke run)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiplies the measured steps of every case"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run (--scale 0.05)")
+    parser.add_argument(
+        "--cases",
+        default="",
+        help="only these cases, e.g. 'mnist-eager,cifar-compiled' (default: all four)",
+    )
     args = parser.parse_args(argv)
     configure_process("pytorch", "v1.0")
     warnings.filterwarnings("ignore")
     worst = 0.0
-    for (name, batch_size, steps), compiled in itertools.product(CASES, (False, True)):
-        rounds = min(args.rounds, 2) if args.quick else args.rounds
-        runner, bare = measure(name, batch_size, steps, compiled, rounds)
+    scale = 0.05 if args.quick else args.scale
+    wanted = {case for case in args.cases.split(",") if case}
+    for (name, batch_size, steps, warmup), compiled in itertools.product(CASES, (False, True)):
+        mode = "compiled" if compiled else "eager"
+        if wanted and f"{name}-{mode}" not in wanted:
+            continue
+        runner, bare = measure(name, batch_size, max(int(steps * scale), 3), compiled, warmup)
         ratio = runner / bare
         worst = max(worst, ratio)
-        mode = "compiled" if compiled else "eager"
         print(
             f"{name:6} {mode:8} batch {batch_size:4}: runner {runner * 1e3:8.3f} ms/step, "
             f"bare {bare * 1e3:8.3f} ms/step, ratio {ratio:.3f}",
