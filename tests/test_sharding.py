@@ -12,7 +12,13 @@ import threading
 import numpy as np
 import pytest
 
-from algoperf.data.arrays import ArraySplit, eval_batches, train_batches
+from algoperf.data.arrays import (
+    ArraySplit,
+    epoch_order,
+    eval_batches,
+    global_batch_indices,
+    train_batches,
+)
 from algoperf.data.prefetch import Prefetcher
 from algoperf.data.sharding import Shard
 
@@ -115,6 +121,18 @@ def test_every_eval_example_counted_once_across_ranks(num_examples):
         b["weights"].sum() for shard in TWO_RANKS for b in eval_batches(split, 8, shard=shard)
     )
     assert weight_sum == num_examples
+
+
+@pytest.mark.parametrize("num_examples, batch", [(103, 8), (96, 8), (10, 10), (7, 16)])
+@pytest.mark.parametrize("start_step", [0, 5, 13])
+def test_batch_indices_are_the_epoch_orders_cut_in_batches(num_examples, batch, start_step):
+    """The stream is the concatenated epoch permutations, cut every `batch` indices."""
+    steps = 30
+    epochs = (start_step + steps) * batch // num_examples + 1
+    flat = np.concatenate([epoch_order(num_examples, 4, epoch) for epoch in range(epochs)])
+    stream = global_batch_indices(num_examples, batch, seed=4, start_step=start_step)
+    for step, got in zip(range(start_step, start_step + steps), stream):
+        np.testing.assert_array_equal(got, flat[step * batch : (step + 1) * batch])
 
 
 def test_indivisible_batch_is_a_clear_error():

@@ -29,7 +29,9 @@ class ArraySplit:
         return len(next(iter(self.arrays.values())))
 
     def take(self, indices: np.ndarray) -> Batch:
-        return {key: np.take(array, indices, axis=0) for key, array in self.arrays.items()}
+        # ndarray.take, not np.take: the function is a Python wrapper around the method, and
+        # this runs for every array of every training step.
+        return {key: array.take(indices, axis=0) for key, array in self.arrays.items()}
 
     def subset(self, num_examples: int, seed: int) -> ArraySplit:
         """A fixed random subset (the eval_train split); the whole split if it is smaller."""
@@ -56,6 +58,11 @@ def global_batch_indices(
     epoch, position = divmod(start_step * global_batch_size, num_examples)
     order = epoch_order(num_examples, seed, epoch)
     while True:
+        end = position + global_batch_size
+        if end < num_examples:  # the common case: inside one epoch
+            yield order[position:end]
+            position = end
+            continue
         needed, parts = global_batch_size, []
         while needed:
             take = min(needed, num_examples - position)
@@ -84,12 +91,16 @@ def train_batches(
     """
     shard = shard or Shard()
     rows = shard.rows(global_batch_size)
+    local_size = rows.stop - rows.start
     indices_per_step = global_batch_indices(
         len(split), global_batch_size, seed=seed, start_step=start_step
     )
+    if shard.count == 1:
+        rows = slice(None)  # the whole batch: index with the global indices as they are
+    # This loop runs inside the timed step (spec/RULES.md §4): keep its Python work minimal.
     for step, indices in enumerate(indices_per_step, start=start_step):
         batch = split.take(indices[rows])
-        batch["weights"] = np.ones(len(batch_first(batch)), np.float32)
+        batch["weights"] = np.ones(local_size, np.float32)
         if transform is not None:
             batch = transform(batch, np.random.default_rng([seed, step, shard.index]))
         yield batch

@@ -208,7 +208,7 @@ class TorchWorkload(SpecWorkload):
         if device.type != "cuda":
             # On CPUs the batch is made inside the step: a producer thread competes with the step
             # for the cores and the GIL and measured slower (scripts/bench_dataloader.py).
-            return (to_torch(batch, device) for batch in batches)
+            return (to_host_tensors(batch, pin=False) for batch in batches)
         # On GPUs the host is free while the device computes (the runner syncs after each step):
         # the next batches (numpy work, pinning) are made in a thread meanwhile, and the
         # consumer queues the asynchronous copy on its own stream.
