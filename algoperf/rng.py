@@ -97,8 +97,9 @@ class StepKeys:
         self._values = (int(key[0]), int(key[1]))
         self._num = num
         self._block = block
-        self._start = 0
-        self._rows: list = []
+        self.start = 0
+        """The first step of the current block; `rows[step - start]` are that step's keys."""
+        self.rows: list = []
 
     def matches(self, key) -> bool:
         """Whether `key` has this key's values (then it becomes the key checked by identity)."""
@@ -110,12 +111,12 @@ class StepKeys:
         return True
 
     def for_step(self, step: int) -> tuple[np.ndarray, ...]:
-        offset = step - self._start
-        if not 0 <= offset < len(self._rows):
-            self._start, offset = step, 0
+        offset = step - self.start
+        if not 0 <= offset < len(self.rows):
+            self.start, offset = step, 0
             keys = step_keys(self.key, step, self._block, self._num)
-            self._rows = [tuple(row) for row in keys]
-        return self._rows[offset]
+            self.rows = [tuple(row) for row in keys]
+        return self.rows[offset]
 
 
 def trial_seed(rng_seed: int, trial_index: int) -> int:

@@ -286,14 +286,19 @@ def _loop(
         now = clock.now(variables.params)
         state.accumulated_submission_time += now - state.last_step_end_time
         # An eval is due once a period of wall time has passed since the last eval ended, and
-        # always when training is complete (RULES.md §4 "Eval eligibility").
-        period_due, stop = schedule.due(
-            step=state.global_step,
-            now=now,
-            last_eval_time=state.last_eval_time,
-            period=settings.eval_period_sec,
-            stop=stop_requested(),
-        )
+        # always when training is complete (RULES.md §4 "Eval eligibility"). Several processes
+        # agree on it (and on a stop request) through the schedule; one decides alone.
+        if multi_process:
+            period_due, stop = schedule.due(
+                step=state.global_step,
+                now=now,
+                last_eval_time=state.last_eval_time,
+                period=settings.eval_period_sec,
+                stop=stop_requested(),
+            )
+        else:
+            period_due = now - state.last_eval_time >= settings.eval_period_sec
+            stop = stop_requested()
         if stop and not state.training_complete:
             state.last_step_end_time = clock.now()
             state.preempted = True

@@ -38,7 +38,11 @@ class TorchBackend:
     def step_rngs(self, key, step: int):
         """`split(fold_in(key, step), 4)`, served from blocks derived in numpy (rng.StepKeys)."""
         keys = self._step_keys
-        if keys is None or (keys.key is not key and not keys.matches(key)):
+        if keys is not None and keys.key is key:  # every step but a block's first: a lookup
+            offset = step - keys.start
+            if 0 <= offset < len(keys.rows):
+                return keys.rows[offset]
+        if keys is None or not keys.matches(key):
             keys = self._step_keys = np_rng.StepKeys(key)
         return keys.for_step(step)
 

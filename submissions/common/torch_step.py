@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed.nn as dist_nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from algoperf import spec
@@ -24,22 +25,6 @@ def optimizer_state(optimizer: torch.optim.Optimizer, schedule: WarmupCosine) ->
     `LambdaLR` multiplies the optimizer's lr (the schedule's peak) by the schedule's shape.
     """
     return {"optimizer": optimizer, "scheduler": LambdaLR(optimizer, schedule.multiplier())}
-
-
-def _mean_loss(workload, logits, batch, label_smoothing: float, use_ddp: bool) -> torch.Tensor:
-    """The loss over the global batch: `loss_fn` sums are per rank, so all-reduce them first."""
-    losses = workload.loss_fn(
-        batch["targets"], logits, batch.get("weights"), label_smoothing=label_smoothing
-    )
-    summed, n_valid = losses["summed"], losses["n_valid_examples"]
-    if use_ddp:
-        # The autograd-aware all_reduce: DDP's gradient averaging then yields d(mean)/dparams.
-        import torch.distributed.nn as dist_nn
-
-        # One collective for both numbers (a step's latency on NCCL is per collective).
-        n_valid = torch.as_tensor(n_valid, dtype=summed.dtype, device=summed.device)
-        summed, n_valid = dist_nn.all_reduce(torch.stack([summed, n_valid])).unbind()
-    return summed / n_valid
 
 
 def update_params(
@@ -73,7 +58,17 @@ def update_params(
         update_batch_norm=True,
         dropout_rate=dropout_rate,
     )
-    loss = _mean_loss(workload, logits, batch, label_smoothing, use_ddp)
+    # The loss over the global batch: `loss_fn` sums are per rank, so all-reduce them first.
+    losses = workload.loss_fn(
+        batch["targets"], logits, batch.get("weights"), label_smoothing=label_smoothing
+    )
+    summed, n_valid = losses["summed"], losses["n_valid_examples"]
+    if use_ddp:
+        # The autograd-aware all_reduce: DDP's gradient averaging then yields d(mean)/dparams.
+        # One collective for both numbers (a step's latency on NCCL is per collective).
+        n_valid = torch.as_tensor(n_valid, dtype=summed.dtype, device=summed.device)
+        summed, n_valid = dist_nn.all_reduce(torch.stack([summed, n_valid])).unbind()
+    loss = summed / n_valid
     loss.backward()
     grad_norm = None
     if grad_clip is not None:
