@@ -9,7 +9,10 @@ channel, so any crop, flip or resize keeps it and `decode_ids` recovers it from 
 from __future__ import annotations
 
 import io
+import os
 import pathlib
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -206,3 +209,49 @@ def check_fixture_run(trial: pathlib.Path) -> dict:
     for key in ("train/accuracy", "validation/accuracy", "test/accuracy"):
         assert 0.0 <= float(last[key]) <= 1.0, key
     return json.loads((trial / "flags_0.json").read_text())
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Batches of 4 on the 12-image fixture tree, with the NAdamW reference's functions.
+SMALL_BATCH_SUBMISSION = """
+from submissions.nadamw.{module} import (  # noqa: F401
+    data_selection, init_optimizer_state, prepare_for_eval, update_params,
+)
+
+
+def get_batch_size(workload_name):
+    return 4
+
+
+def get_eval_batch_size(workload_name):
+    return 4
+"""
+
+
+def run_on_fixture_tree(
+    tmp_path: pathlib.Path, workload: str, framework: str, options: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`algoperf run` of 3 NAdamW steps (torch.compile on) on a fresh fixture tree of 4 classes
+    x 3 images; the trial lands in tmp_path/exp/<workload>/<workload>_<framework>/trial_1."""
+    data_dir = make_imagenet_tree(tmp_path / "data", num_classes=4, per_class=3)
+    module = "submission_torch" if framework == "pytorch" else "submission_jax"
+    submission = tmp_path / "small_batches.py"
+    submission.write_text(SMALL_BATCH_SUBMISSION.format(module=module))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **(env or {})}
+    command = [
+        sys.executable, "-m", "algoperf", "run",
+        "--workload", workload,
+        "--framework", framework,
+        "--submission_path", str(submission),
+        "--tuning_search_space", str(ROOT / "submissions" / "nadamw" / "tuning_search_space.json"),
+        "--data_dir", str(data_dir),
+        "--experiment_dir", str(tmp_path / "exp"),
+        "--experiment_name", workload,
+        "--rng_seed", "0",
+        "--max_global_steps", "3",
+        "--torch_compile", "true",
+        "--workload_options", options,
+        "--download", "false",
+        "--progress", "false",
+    ]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

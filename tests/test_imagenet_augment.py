@@ -193,6 +193,13 @@ def plain_stream(data_dir, *, augment_fn=None, shard=None, start=0, n=3, layout=
     return [next(batches) for _ in range(n)]
 
 
+
+def assert_mixed(mixed, unmixed, step):
+    """`mixed` is `unmixed` after mixup with the step's lambda."""
+    expected = augment.mixup(unmixed, augment.mixup_lambda(SEED, step))
+    np.testing.assert_allclose(mixed["inputs"], expected["inputs"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(mixed["targets"], expected["targets"], rtol=1e-6, atol=1e-7)
+
 def test_vit_train_stream_is_randaugment_then_mixup_and_resnet_stays_plain(data_dir):
     vit = stream("imagenet_vit", data_dir)
     resnet = stream("imagenet_resnet", data_dir)
@@ -207,9 +214,7 @@ def test_vit_train_stream_is_randaugment_then_mixup_and_resnet_stays_plain(data_
         assert not np.allclose(v["inputs"], r["inputs"])
         assert not np.array_equal(a["inputs"], p["inputs"])  # RandAugment changed the images
         assert np.array_equal(a["targets"], p["targets"])  # same images, same order
-        expected = augment.mixup(a, augment.mixup_lambda(SEED, step))
-        np.testing.assert_allclose(v["inputs"], expected["inputs"], rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(v["targets"], expected["targets"], rtol=1e-6, atol=1e-7)
+        assert_mixed(v, a, step)
 
 
 def test_vit_train_stream_resumes_and_every_rank_uses_the_steps_lambda(data_dir):
@@ -224,9 +229,7 @@ def test_vit_train_stream_resumes_and_every_rank_uses_the_steps_lambda(data_dir)
         for step, (v, a) in enumerate(zip(local, unmixed, strict=True)):
             assert v["targets"].shape == (BATCH // 2, 1000)
             # The local rows, rolled among themselves, with the same lambda as on one rank.
-            expected = augment.mixup(a, augment.mixup_lambda(SEED, step))
-            np.testing.assert_allclose(v["targets"], expected["targets"], rtol=1e-6, atol=1e-7)
-            np.testing.assert_allclose(v["inputs"], expected["inputs"], rtol=1e-6, atol=1e-6)
+            assert_mixed(v, a, step)
 
 
 def test_vit_stream_is_the_same_in_worker_processes_and_in_jax_layout(data_dir):

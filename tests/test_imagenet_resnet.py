@@ -19,10 +19,7 @@ import collections
 import copy
 import functools
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import imagenet_fixture
 import jax
@@ -472,44 +469,8 @@ def test_parity_small_resnet_per_variant(name):
 
 
 # --- end to end: `algoperf run` on the fixture JPEG tree -------------------------------------
-SMALL_BATCH_SUBMISSION = """
-from submissions.nadamw.{module} import (  # noqa: F401
-    data_selection, init_optimizer_state, prepare_for_eval, update_params,
-)
-
-
-def get_batch_size(workload_name):
-    return 4
-
-
-def get_eval_batch_size(workload_name):
-    return 4
-"""
-
-
 def algoperf_run(tmp_path: pathlib.Path, framework: str, options: str):
-    data_dir = imagenet_fixture.make_imagenet_tree(tmp_path / "data", num_classes=4, per_class=3)
-    module = "submission_torch" if framework == "pytorch" else "submission_jax"
-    submission = tmp_path / "small_batches.py"
-    submission.write_text(SMALL_BATCH_SUBMISSION.format(module=module))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    command = [
-        sys.executable, "-m", "algoperf", "run",
-        "--workload", "imagenet_resnet",
-        "--framework", framework,
-        "--submission_path", str(submission),
-        "--tuning_search_space", str(ROOT / "submissions" / "nadamw" / "tuning_search_space.json"),
-        "--data_dir", str(data_dir),
-        "--experiment_dir", str(tmp_path / "exp"),
-        "--experiment_name", "resnet",
-        "--rng_seed", "0",
-        "--max_global_steps", "3",
-        "--torch_compile", "true",
-        "--workload_options", options,
-        "--download", "false",
-        "--progress", "false",
-    ]  # fmt: skip
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return imagenet_fixture.run_on_fixture_tree(tmp_path, "imagenet_resnet", framework, options)
 
 
 @pytest.mark.slow
@@ -522,7 +483,7 @@ def test_algoperf_run_on_the_fixture_tree(tmp_path, framework):
     options = "image_size=32,num_workers=1,model_kwargs={'stage_sizes':[1],'widths':[8]}"
     result = algoperf_run(tmp_path, framework, options)
     assert result.returncode == 0, result.stderr[-3000:]
-    trial = tmp_path / "exp" / "resnet" / f"imagenet_resnet_{framework}" / "trial_1"
+    trial = tmp_path / "exp" / "imagenet_resnet" / f"imagenet_resnet_{framework}" / "trial_1"
     flags = imagenet_fixture.check_fixture_run(trial)
     assert flags["torch_compile"] is True and flags["workload_options"] == options
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import os
 import pathlib
-import subprocess
-import sys
 
 import imagenet_fixture
 import jax
@@ -419,57 +416,22 @@ def test_jax_dropout_rate_is_a_call_argument():
 
 
 # --- end to end: `algoperf run` on the fixture JPEG tree -------------------------------------
-SMALL_BATCH_SUBMISSION = """
-from submissions.nadamw.{module} import (  # noqa: F401
-    data_selection, init_optimizer_state, prepare_for_eval, update_params,
-)
-
-
-def get_batch_size(workload_name):
-    return 4
-
-
-def get_eval_batch_size(workload_name):
-    return 4
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["pytorch", "jax"])
 def test_algoperf_run_on_the_fixture_tree(tmp_path, framework):
     """A few NAdamW steps and the evals of imagenet_vit through the real CLI, runner and JPEG
     pipeline (torch.compile on in PyTorch); one encoder block and 32 px images keep the
     compiles to seconds."""
-    data_dir = imagenet_fixture.make_imagenet_tree(tmp_path / "data", num_classes=4, per_class=3)
-    module = "submission_torch" if framework == "pytorch" else "submission_jax"
-    submission = tmp_path / "small_batches.py"
-    submission.write_text(SMALL_BATCH_SUBMISSION.format(module=module))
     inductor_cache = tmp_path / "inductor"  # cold, as in CI; its files prove the compile ran
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "PYTHONWARNINGS": "ignore",
-        "TORCHINDUCTOR_CACHE_DIR": str(inductor_cache),
-    }
-    command = [
-        sys.executable, "-m", "algoperf", "run",
-        "--workload", "imagenet_vit",
-        "--framework", framework,
-        "--submission_path", str(submission),
-        "--tuning_search_space", str(ROOT / "submissions" / "nadamw" / "tuning_search_space.json"),
-        "--data_dir", str(data_dir),
-        "--experiment_dir", str(tmp_path / "exp"),
-        "--experiment_name", "vit",
-        "--rng_seed", "0",
-        "--max_global_steps", "3",
-        "--torch_compile", "true",
-        "--workload_options", "image_size=32,num_workers=0,model_kwargs={'depth':1}",
-        "--download", "false",
-        "--progress", "false",
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = imagenet_fixture.run_on_fixture_tree(
+        tmp_path,
+        "imagenet_vit",
+        framework,
+        "image_size=32,num_workers=0,model_kwargs={'depth':1}",
+        env={"TORCHINDUCTOR_CACHE_DIR": str(inductor_cache)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    trial = tmp_path / "exp" / "vit" / f"imagenet_vit_{framework}" / "trial_1"
+    trial = tmp_path / "exp" / "imagenet_vit" / f"imagenet_vit_{framework}" / "trial_1"
     flags = imagenet_fixture.check_fixture_run(trial)
     assert flags["torch_compile"] is True and flags["workload"] == "imagenet_vit"
     compiled_files = [p for p in inductor_cache.rglob("*") if p.is_file()]
