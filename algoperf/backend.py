@@ -22,6 +22,13 @@ class Backend(Protocol):
     def step_rngs(self, key: Any, step: int) -> tuple[Any, Any, Any, Any]:
         """fold_in(key, step) then a 4-way split: data_select, update, prep_eval, eval."""
 
+    def step_rng_block(self, key: Any, step: int) -> tuple[int, Any]:
+        """`(start, rows)`: `rows[i]` is `step_rngs(key, start + i)`, and the block holds `step`.
+
+        The runner looks steps up in the block until it runs out (a list lookup per step
+        instead of a call); a backend may return a block of one step.
+        """
+
     needs_sync: bool
     """Whether `sync` has anything to wait for (False on a CPU, where work is never queued)."""
 

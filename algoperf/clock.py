@@ -21,13 +21,13 @@ class Clock:
         time_fn: Callable[[], float] = time.time,
     ) -> None:
         """`sync` None: nothing to wait for (a CPU device), so a reading is just `time_fn()`."""
-        self._sync = sync
-        self._time = time_fn
+        self.sync = sync
+        self.time_fn = time_fn
 
     def now(self, *values: Any) -> float:
-        if self._sync is not None:
-            self._sync(*values)
-        return self._time()
+        if self.sync is not None:
+            self.sync(*values)
+        return self.time_fn()
 
     @classmethod
     def of(cls, backend: Any) -> Clock:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -241,10 +242,15 @@ def _loop(
     # per-step work left to the loop is the rules' own (scripts/bench_overhead.py measures it).
     data_selection, update_params = submission.data_selection, submission.update_params
     params_types, loss_type = workload.model_params_types, workload.loss_type
-    extra = {}
     if submission.update_params_takes_train_state:
-        extra["train_state"] = TrainStateView(state)
-    step_rngs, max_steps = backend.step_rngs, settings.max_global_steps
+        # Bound once, so every step's call is a plain positional one (no `**kwargs` merge).
+        update_params = functools.partial(update_params, train_state=TrainStateView(state))
+    max_steps = settings.max_global_steps
+    # The step keys come in blocks of consecutive steps (one per step on JAX); a step inside
+    # the current block is a list lookup, not a call.
+    rng_start, rng_rows = 0, ()
+    # A clock without device sync (a torch CPU) is read straight from its time function.
+    bare_time = clock.time_fn if clock.sync is None else None
     while (
         state.is_time_remaining
         and not (state.validation_goal_reached and state.test_goal_reached)
@@ -252,7 +258,11 @@ def _loop(
     ):
         # One step, all of it on the clock (RULES.md §4 "Each step": RNG derivation,
         # data_selection including the fetch, update_params and the loop's own overhead).
-        rngs = step_rngs(rng, state.global_step)
+        offset = state.global_step - rng_start
+        if not 0 <= offset < len(rng_rows):
+            rng_start, rng_rows = backend.step_rng_block(rng, state.global_step)
+            offset = state.global_step - rng_start
+        rngs = rng_rows[offset]
         batch = data_selection(
             workload,
             input_queue,
@@ -276,14 +286,13 @@ def _loop(
                 state.eval_results,
                 state.global_step,
                 rngs[1],
-                **extra,
             )
         except spec.TrainingCompleteError:
             state.training_complete = True
         state.global_step += 1
         if max_steps is not None and state.global_step >= max_steps:
             state.training_complete = True
-        now = clock.now(variables.params)
+        now = bare_time() if bare_time is not None else clock.now(variables.params)
         state.accumulated_submission_time += now - state.last_step_end_time
         # An eval is due once a period of wall time has passed since the last eval ended, and
         # always when training is complete (RULES.md §4 "Eval eligibility"). Several processes

@@ -193,12 +193,12 @@ def plain_stream(data_dir, *, augment_fn=None, shard=None, start=0, n=3, layout=
     return [next(batches) for _ in range(n)]
 
 
-
 def assert_mixed(mixed, unmixed, step):
     """`mixed` is `unmixed` after mixup with the step's lambda."""
     expected = augment.mixup(unmixed, augment.mixup_lambda(SEED, step))
     np.testing.assert_allclose(mixed["inputs"], expected["inputs"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(mixed["targets"], expected["targets"], rtol=1e-6, atol=1e-7)
+
 
 def test_vit_train_stream_is_randaugment_then_mixup_and_resnet_stays_plain(data_dir):
     vit = stream("imagenet_vit", data_dir)

@@ -51,3 +51,17 @@ def test_step_keys_is_distinct_across_steps_and_splits():
     block = rng.step_keys(rng.prng_key(0), 0, 2000)
     pairs = {tuple(pair) for pair in block.reshape(-1, 2)}
     assert len(pairs) == 2000 * 4
+
+
+def test_torch_backend_step_rng_block_holds_the_step():
+    from algoperf.torch.backend import TorchBackend
+
+    backend = TorchBackend()
+    key = rng.prng_key(7)
+    for step in (0, 5, 1023, 1024, 3000, 2):
+        start, rows = backend.step_rng_block(key, step)
+        assert 0 <= step - start < len(rows)
+        for offset in (step - start, 0, len(rows) - 1):
+            np.testing.assert_array_equal(
+                np.stack(rows[offset]), scalar_step_keys(key, start + offset)
+            )

@@ -37,7 +37,11 @@ class FakeTime:
 
 class FakeBackend:
     def step_rngs(self, key, step):
-        return (step, step, step, step)
+        return tuple((use, key, step) for use in ("select", "update", "prep", "eval"))
+
+    def step_rng_block(self, key, step):  # blocks of 3 steps, so the loop crosses blocks
+        start = step - step % 3
+        return start, [self.step_rngs(key, start + i) for i in range(3)]
 
 
 class FakeWorkload:
@@ -74,6 +78,7 @@ def make_submission(
     complete_at=None,
     with_train_state=False,
     seen=None,
+    rngs_seen=None,
 ):
     def update_params(
         workload,
@@ -90,6 +95,8 @@ def make_submission(
         train_state=None,
     ):
         clock_time.advance(step_s)
+        if rngs_seen is not None:
+            rngs_seen.append(rng)
         if seen is not None:
             seen.append((train_state, dict(train_state)))
         if complete_at is not None and global_step + 1 >= complete_at:
@@ -139,6 +146,8 @@ def make_submission(
         return opt_state, params, model_state
 
     def data_selection(workload, queue, opt_state, params, model_state, hp, global_step, rng):
+        if rngs_seen is not None:
+            rngs_seen.append(rng)
         return next(queue)
 
     return Submission(
@@ -168,6 +177,7 @@ def run_loop(
     target=2.0,
     with_train_state=False,
     seen=None,
+    rngs_seen=None,
 ):
     clock_time = FakeTime()
     workload = FakeWorkload(
@@ -180,6 +190,7 @@ def run_loop(
         complete_at=complete_at,
         with_train_state=with_train_state,
         seen=seen,
+        rngs_seen=rngs_seen,
     )
     rows = []
 
@@ -201,7 +212,7 @@ def run_loop(
         None,
         TrainVars(None, None, {}),
         iter(lambda: {}, None),
-        0,
+        "key",
         backend=FakeBackend(),
         clock=Clock(time_fn=clock_time),
         settings=settings,
@@ -311,3 +322,14 @@ def test_train_state_is_read_only_and_current():
     assert not view["is_time_remaining"]
     assert set(first) == set(LoopState().train_state()) == set(TrainStateView.KEYS)
     assert len(first) == 9
+
+
+def test_each_step_gets_its_own_keys_across_rng_blocks():
+    # FakeBackend serves keys in blocks of 3 steps; 8 steps cross two block boundaries.
+    rngs_seen: list = []
+    state, _, _ = run_loop(max_steps=8, rngs_seen=rngs_seen)
+    assert state.global_step == 8
+    expected = []
+    for step in range(8):
+        expected += [("select", "key", step), ("update", "key", step)]
+    assert rngs_seen == expected

@@ -36,6 +36,9 @@ class JaxBackend:
         keys = _step_rngs(key, step)  # one dispatch instead of five
         return keys[0], keys[1], keys[2], keys[3]
 
+    def step_rng_block(self, key, step: int):
+        return step, (self.step_rngs(key, step),)  # one step: JAX keys are derived on dispatch
+
     def sync(self, *trees) -> None:
         jax.block_until_ready(trees)
 

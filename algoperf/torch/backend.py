@@ -46,6 +46,10 @@ class TorchBackend:
             keys = self._step_keys = np_rng.StepKeys(key)
         return keys.for_step(step)
 
+    def step_rng_block(self, key, step: int):
+        self.step_rngs(key, step)  # (re)derives the block that holds `step` when needed
+        return self._step_keys.start, self._step_keys.rows
+
     @property
     def needs_sync(self) -> bool:
         return self._cuda  # CUDA kernels are queued; CPU ops run before the call returns

@@ -129,14 +129,16 @@ class TorchWorkload(SpecWorkload):
             self._set_bn_momentum(update_batch_norm)  # only when the setting changes
             self._bn_updating = update_batch_norm
         inputs = augmented_and_preprocessed_input_batch["inputs"]
-        kwargs = {}
         if self.spec.default_dropout_rate is not None:
             rate = self.spec.default_dropout_rate if dropout_rate is None else dropout_rate
-            kwargs["dropout_rate"] = rate
-        if training:
-            return model(inputs, **kwargs), model_state
+            if training:
+                return model(inputs, dropout_rate=rate), model_state
+            with torch.no_grad():
+                return model(inputs, dropout_rate=rate), model_state
+        if training:  # a model without dropout (mnist, cifar, resnet): no keyword to pass
+            return model(inputs), model_state
         with torch.no_grad():
-            return model(inputs, **kwargs), model_state
+            return model(inputs), model_state
 
     # --- loss ------------------------------------------------------------------------------
     def loss_fn(

@@ -1,7 +1,8 @@
 """The PyTorch training step shared by the reference submissions (timed: RULES.md §1, §4).
 
 A submission builds a `torch.optim.Optimizer` and a `WarmupCosine` schedule; `optimizer_state`
-pairs them, and `update_params` runs one forward/backward/update without host syncs.
+pairs them, and `update_params` (upstream's signature, so a submission exports it as is) runs one
+forward/backward/update without host syncs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import torch.distributed.nn as dist_nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from algoperf import spec
+from algoperf.pytorch_utils import pytorch_setup
 from submissions.common.schedules import WarmupCosine
+
+USE_PYTORCH_DDP = pytorch_setup()[0]
 
 # Scalars are logged every this many steps; only then are device values read on the host.
 LOG_EVERY_STEPS = 100
@@ -29,20 +33,26 @@ def optimizer_state(optimizer: torch.optim.Optimizer, schedule: WarmupCosine) ->
 
 def update_params(
     workload: spec.Workload,
-    model: torch.nn.Module,
+    current_param_container: torch.nn.Module,
+    current_params_types: spec.ParameterTypeTree,
     model_state: spec.ModelAuxiliaryState,
     hyperparameters: Any,
     batch: dict[str, torch.Tensor],
+    loss_type: spec.LossType,
     optimizer_state: dict[str, Any],
+    eval_results: spec.EvalResults,
     global_step: int,
     rng: spec.RandomState,
-    *,
-    use_ddp: bool,
+    train_state: Any = None,
 ) -> spec.UpdateReturn:
     """One training step; hyperparameters read: label_smoothing, dropout_rate, grad_clip.
 
     `dropout_rate` None means the workload's default; `grad_clip` absent means no clipping.
+    The submissions export this function itself as their `update_params`: a wrapper would be
+    one more Python call per step on the clock (scripts/bench_overhead.py).
     """
+    del current_params_types, loss_type, eval_results, train_state
+    model = current_param_container
     optimizer, scheduler = optimizer_state["optimizer"], optimizer_state["scheduler"]
     label_smoothing = getattr(hyperparameters, "label_smoothing", 0.0)
     dropout_rate = getattr(hyperparameters, "dropout_rate", None)
@@ -63,7 +73,7 @@ def update_params(
         batch["targets"], logits, batch.get("weights"), label_smoothing=label_smoothing
     )
     summed, n_valid = losses["summed"], losses["n_valid_examples"]
-    if use_ddp:
+    if USE_PYTORCH_DDP:
         # The autograd-aware all_reduce: DDP's gradient averaging then yields d(mean)/dparams.
         # One collective for both numbers (a step's latency on NCCL is per collective).
         n_valid = torch.as_tensor(n_valid, dtype=summed.dtype, device=summed.device)

@@ -3,13 +3,11 @@
 Hyperparameters: learning_rate, one_minus_beta1, beta2, weight_decay, warmup_factor (warmup's
 fraction of the schedule), label_smoothing, and optionally dropout_rate, grad_clip,
 step_hint_factor (the schedule spans step_hint * step_hint_factor steps; default 0.75).
+
+`update_params` is the shared reference step (submissions/common/torch_step.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
-
-import torch
 
 from algoperf import spec
 from algoperf.pytorch_utils import pytorch_setup
@@ -17,6 +15,7 @@ from submissions.common import batch_sizes, torch_step
 from submissions.common.defaults import data_selection, prepare_for_eval
 from submissions.common.nadamw_torch import NAdamW
 from submissions.common.schedules import schedule_for
+from submissions.common.torch_step import update_params
 
 __all__ = [
     "get_batch_size",
@@ -50,31 +49,3 @@ def init_optimizer_state(
         weight_decay=hyperparameters.weight_decay,
     )
     return torch_step.optimizer_state(optimizer, schedule)
-
-
-def update_params(
-    workload: spec.Workload,
-    current_param_container: spec.ParameterContainer,
-    current_params_types: spec.ParameterTypeTree,
-    model_state: spec.ModelAuxiliaryState,
-    hyperparameters: spec.Hyperparameters,
-    batch: dict[str, torch.Tensor],
-    loss_type: spec.LossType,
-    optimizer_state: spec.OptimizerState,
-    eval_results: spec.EvalResults,
-    global_step: int,
-    rng: spec.RandomState,
-    train_state: dict[str, Any] | None = None,
-) -> spec.UpdateReturn:
-    del current_params_types, loss_type, eval_results, train_state
-    return torch_step.update_params(
-        workload,
-        current_param_container,
-        model_state,
-        hyperparameters,
-        batch,
-        optimizer_state,
-        global_step,
-        rng,
-        use_ddp=USE_PYTORCH_DDP,
-    )

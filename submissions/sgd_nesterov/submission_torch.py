@@ -5,11 +5,11 @@ weight_decay (COUPLED: an L2 term wd * param added to the gradient before the mo
 torch.optim.SGD's weight_decay), warmup_factor (warmup's fraction of the schedule),
 label_smoothing, and optionally dropout_rate, grad_clip, step_hint_factor (the schedule
 spans step_hint * step_hint_factor steps; default 0.75).
+
+`update_params` is the shared reference step (submissions/common/torch_step.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
@@ -18,6 +18,7 @@ from algoperf.pytorch_utils import pytorch_setup
 from submissions.common import batch_sizes, torch_step
 from submissions.common.defaults import data_selection, prepare_for_eval
 from submissions.common.schedules import schedule_for
+from submissions.common.torch_step import update_params
 
 __all__ = [
     "get_batch_size",
@@ -52,31 +53,3 @@ def init_optimizer_state(
         weight_decay=hyperparameters.weight_decay,
     )
     return torch_step.optimizer_state(optimizer, schedule)
-
-
-def update_params(
-    workload: spec.Workload,
-    current_param_container: spec.ParameterContainer,
-    current_params_types: spec.ParameterTypeTree,
-    model_state: spec.ModelAuxiliaryState,
-    hyperparameters: spec.Hyperparameters,
-    batch: dict[str, torch.Tensor],
-    loss_type: spec.LossType,
-    optimizer_state: spec.OptimizerState,
-    eval_results: spec.EvalResults,
-    global_step: int,
-    rng: spec.RandomState,
-    train_state: dict[str, Any] | None = None,
-) -> spec.UpdateReturn:
-    del current_params_types, loss_type, eval_results, train_state
-    return torch_step.update_params(
-        workload,
-        current_param_container,
-        model_state,
-        hyperparameters,
-        batch,
-        optimizer_state,
-        global_step,
-        rng,
-        use_ddp=USE_PYTORCH_DDP,
-    )
