@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from algoperf.data import arrays
 from algoperf.data.arrays import (
     ArraySplit,
     epoch_order,
@@ -142,6 +143,33 @@ def test_indivisible_batch_is_a_clear_error():
         next(train_batches(make_split(), 8, seed=0, shard=Shard(2, 3)))
     with pytest.raises(ValueError, match="index < count"):
         Shard(2, 2)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 3, 7, 64])
+@pytest.mark.parametrize("start_step", [0, 5, 13])
+def test_chunked_gathers_give_each_steps_own_batch(monkeypatch, chunk_steps, start_step):
+    # The stream gathers `chunk_steps` batches at once; the batches must be exactly the
+    # per-step definition (the rank's rows of each global batch), across chunk boundaries.
+    split = make_split()
+    row_bytes = 16 + 8  # float64 pair + int64 id
+    local = GLOBAL_BATCH // 2
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", chunk_steps * local * row_bytes)
+    for shard in TWO_RANKS:
+        rows = shard.rows(GLOBAL_BATCH)
+        per_step = global_batch_indices(NUM_EXAMPLES, GLOBAL_BATCH, seed=4, start_step=start_step)
+        stream = train_batches(split, GLOBAL_BATCH, seed=4, shard=shard, start_step=start_step)
+        got = take(stream, 30)
+        kept = [{key: value.copy() for key, value in batch.items()} for batch in got]
+        for batch, indices in zip(got, itertools.islice(per_step, 30)):
+            want = split.take(indices[rows])
+            np.testing.assert_array_equal(batch["targets"], want["targets"])
+            np.testing.assert_array_equal(batch["inputs"], want["inputs"])
+            np.testing.assert_array_equal(batch["weights"], np.ones(local, np.float32))
+        # Batches a caller keeps are never overwritten by later ones (every chunk is new).
+        take(stream, 40)
+        for batch, copy in zip(got, kept):
+            for key in copy:
+                np.testing.assert_array_equal(batch[key], copy[key])
 
 
 # --- the prefetch thread (used on GPUs to make the next batches while the step runs) ----------
