@@ -123,10 +123,6 @@ def train_batches(
             yield batch
 
 
-def batch_first(batch: Batch) -> np.ndarray:
-    return batch["targets"] if "targets" in batch else next(iter(batch.values()))
-
-
 def eval_batches(
     split: ArraySplit,
     global_batch_size: int,
