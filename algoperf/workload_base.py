@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from algoperf import spec, versions
+from algoperf.data import arrays
 from algoperf.workload_spec import WorkloadSpec
 
 EVAL_SPLITS = (("eval_train", "train"), ("validation", "validation"), ("test", "test"))
@@ -62,14 +63,8 @@ class SpecWorkload(spec.Workload):
     ):
         """This rank's numpy batches: infinite for `train` (from batch `start_step` on, for an
         exact resume), one padded pass for the eval splits."""
-        if self.input_pipeline is None:
-            raise NotImplementedError(f"{type(self).__name__} defines no input_pipeline.")
-        if self._splits is None:
-            self._splits = self.input_pipeline.load_splits(
-                data_dir, layout=self.data_layout, allow_download=self.allow_download
-            )
         return self.input_pipeline.batches(
-            self._splits,
+            self._load_splits(data_dir),
             split,
             global_batch_size,
             seed=seed,
@@ -77,6 +72,29 @@ class SpecWorkload(spec.Workload):
             num_eval_train_examples=self.num_eval_train_examples,
             start_step=start_step,
         )
+
+    def train_chunks(self, data_dir: str, global_batch_size: int, seed: int, shard, start_step=0):
+        """The train stream as `algoperf.data.arrays.train_chunks` (split, chunks), for a framework
+        to decode and cut in its own arrays; None unless the input pipeline's train stream is the
+        plain chunked one (it defines `plain_train_split(splits)`: no per-step augmentation).
+        Gives the same batches as `numpy_batches("train", ...)`."""
+        plain_train_split = getattr(self.input_pipeline, "plain_train_split", None)
+        if plain_train_split is None:
+            return None
+        split = plain_train_split(self._load_splits(data_dir))
+        chunks = arrays.train_chunks(
+            split, global_batch_size, seed=seed, shard=shard, start_step=start_step
+        )
+        return split, chunks
+
+    def _load_splits(self, data_dir: str):
+        if self.input_pipeline is None:
+            raise NotImplementedError(f"{type(self).__name__} defines no input_pipeline.")
+        if self._splits is None:
+            self._splits = self.input_pipeline.load_splits(
+                data_dir, layout=self.data_layout, allow_download=self.allow_download
+            )
+        return self._splits
 
     # --- constants -------------------------------------------------------------------------
     @property

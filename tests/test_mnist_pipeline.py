@@ -50,7 +50,10 @@ def test_reads_idx_files_gz_and_plain(fixture_dir):
     data_dir, train = fixture_dir
     splits = load(data_dir)
     assert (len(splits["train"]), len(splits["validation"]), len(splits["test"])) == (50, 10, 12)
-    first = splits["train"].arrays["inputs"][0]
+    stored = splits["train"].arrays["inputs"]  # uint8 pixels, decoded as batches are made
+    assert stored.dtype == np.uint8 and stored.shape == (50, 1, 28, 28)
+    np.testing.assert_array_equal(stored[:, 0], train[:50])
+    first = splits["train"].take(np.array([0]))["inputs"][0]
     assert first.shape == (1, 28, 28) and first.dtype == np.float32
     np.testing.assert_allclose(first[0], (train[0] / 255.0 - 0.1307) / 0.3081, rtol=1e-6)
     assert splits["validation"].arrays["targets"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]

@@ -13,36 +13,93 @@ from algoperf.data.sharding import Shard
 Batch = dict[str, np.ndarray]
 
 CHUNK_BYTES = 8 << 20
-"""The train stream gathers about this many bytes of batches at once (see `train_batches`)."""
+"""The train stream gathers about this many bytes of (decoded) batches at once (`train_chunks`)."""
 MAX_CHUNK_STEPS = 64
 Transform = Callable[[Batch, np.random.Generator], Batch]
 
 
 @dataclasses.dataclass(frozen=True)
+class Normalise:
+    """How stored uint8 pixels become model inputs: float32 `(pixels / divisor - mean) / std`.
+
+    Splits keep the pixels as uint8 (a quarter of the float32 memory, and a quarter of the bytes
+    each gather moves) and a whole chunk of batches is decoded at once. `numpy` here and the
+    torch stream (`algoperf.torch.workload.tensor_train_batches`) run the same four float32
+    operations in the same order, each correctly rounded, so both give the same bits
+    (tests/test_sharding.py checks every pixel value on every channel).
+    """
+
+    mean: np.ndarray
+    """float32, broadcastable against one example (a scalar, or per channel, e.g. [C, 1, 1])."""
+    std: np.ndarray
+    """float32, the same shape as `mean`."""
+    divisor: float = 255.0
+
+    def __post_init__(self):
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+                raise ValueError(f"Normalise.{name} must be a float32 numpy array, got {value!r}.")
+
+    def numpy(self, pixels: np.ndarray) -> np.ndarray:
+        out = pixels.astype(np.float32)  # a new array: the in-place steps never touch the split
+        out /= np.float32(self.divisor)
+        out -= self.mean
+        out /= self.std
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class ArraySplit:
-    """One split held in memory: arrays with the same first dimension."""
+    """One split held in memory: arrays with the same first dimension, stored as `decode` says.
+
+    `take` gives model-ready rows (each `decode[key]` applied); `take_stored` the stored rows.
+    """
 
     arrays: Mapping[str, np.ndarray]
+    decode: Mapping[str, Normalise] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         sizes = {len(a) for a in self.arrays.values()}
         if len(sizes) != 1:
             raise ValueError(f"ArraySplit: arrays have different lengths {sorted(sizes)}.")
+        unknown = set(self.decode) - set(self.arrays)
+        if unknown:
+            raise ValueError(
+                f"ArraySplit: decode names arrays it does not hold: {sorted(unknown)}."
+            )
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
 
-    def take(self, indices: np.ndarray) -> Batch:
+    def take_stored(self, indices: np.ndarray) -> Batch:
         # ndarray.take, not np.take: the function is a Python wrapper around the method, and
         # this runs in timed steps.
         return {key: array.take(indices, axis=0) for key, array in self.arrays.items()}
+
+    def decoded(self, stored: Batch) -> Batch:
+        """Stored rows -> model-ready rows (keys without a decoder pass as they are)."""
+        return {
+            key: self.decode[key].numpy(value) if key in self.decode else value
+            for key, value in stored.items()
+        }
+
+    def take(self, indices: np.ndarray) -> Batch:
+        return self.decoded(self.take_stored(indices))
+
+    def decoded_row_bytes(self) -> int:
+        """Bytes of one model-ready example (decoded arrays count as float32)."""
+        return sum(
+            array[:1].size * 4 if key in self.decode else array[:1].nbytes
+            for key, array in self.arrays.items()
+        )
 
     def subset(self, num_examples: int, seed: int) -> ArraySplit:
         """A fixed random subset (the eval_train split); the whole split if it is smaller."""
         if num_examples >= len(self):
             return self
         indices = np.sort(np.random.default_rng(seed).permutation(len(self))[:num_examples])
-        return ArraySplit(self.take(indices))
+        return ArraySplit(self.take_stored(indices), self.decode)
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -50,24 +107,23 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def global_batch_indices(
-    num_examples: int, global_batch_size: int, *, seed: int, start_step: int = 0
+def index_runs(
+    num_examples: int, run_length: int, *, seed: int, start: int
 ) -> Iterator[np.ndarray]:
-    """The example indices of every global batch, from batch `start_step` on (infinite).
+    """The concatenated epoch orders from position `start` on, cut every `run_length` (infinite).
 
-    Epochs (each a seeded permutation) are concatenated, so a batch may straddle two and every
-    example appears exactly once per epoch. A pure function of (seed, step): a resumed trial
-    continues the stream exactly.
+    Epochs (each a seeded permutation) follow one another, so a run may straddle two and every
+    example appears exactly once per epoch.
     """
-    epoch, position = divmod(start_step * global_batch_size, num_examples)
+    epoch, position = divmod(start, num_examples)
     order = epoch_order(num_examples, seed, epoch)
     while True:
-        end = position + global_batch_size
+        end = position + run_length
         if end < num_examples:  # the common case: inside one epoch
             yield order[position:end]
             position = end
             continue
-        needed, parts = global_batch_size, []
+        needed, parts = run_length, []
         while needed:
             take = min(needed, num_examples - position)
             parts.append(order[position : position + take])
@@ -79,6 +135,70 @@ def global_batch_indices(
         yield parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def global_batch_indices(
+    num_examples: int, global_batch_size: int, *, seed: int, start_step: int = 0
+) -> Iterator[np.ndarray]:
+    """The example indices of every global batch, from batch `start_step` on (infinite).
+
+    A pure function of (seed, step): a resumed trial continues the stream exactly.
+    """
+    return index_runs(
+        num_examples, global_batch_size, seed=seed, start=start_step * global_batch_size
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """This rank's rows of `steps` consecutive train batches, in their stored form."""
+
+    arrays: Batch
+    """Stored arrays (`ArraySplit.take_stored`) plus float32 `weights`, `steps * rows` long."""
+    steps: int
+    rows: int
+    """Rows of each batch (the local batch size)."""
+    first_step: int
+
+
+def steps_per_chunk(split: ArraySplit, local_batch_size: int) -> int:
+    """How many batches `train_chunks` gathers at once: ~CHUNK_BYTES of model-ready rows."""
+    batch_bytes = local_batch_size * max(1, split.decoded_row_bytes())
+    return max(1, min(MAX_CHUNK_STEPS, CHUNK_BYTES // batch_bytes))
+
+
+def train_chunks(
+    split: ArraySplit,
+    global_batch_size: int,
+    *,
+    seed: int,
+    shard: Shard | None = None,
+    start_step: int = 0,
+) -> Iterator[Chunk]:
+    """This rank's share of each global batch from batch `start_step`, many batches at a time.
+
+    Batches follow `global_batch_indices` (nothing is dropped). This runs inside timed steps
+    (spec/RULES.md §4): one gather for ~CHUNK_BYTES of batches, then each step is a view of its
+    slice, instead of a gather, a decode and three tensor wraps per step (scripts/
+    bench_dataloader.py). Every chunk is a new array, so nothing a caller keeps is ever
+    overwritten (a kept batch keeps its chunk alive).
+    """
+    shard = shard or Shard()
+    rows = shard.rows(global_batch_size)
+    local_size = rows.stop - rows.start
+    chunk_steps = steps_per_chunk(split, local_size)
+    runs = index_runs(
+        len(split), chunk_steps * global_batch_size, seed=seed,
+        start=start_step * global_batch_size,
+    )  # fmt: skip
+    step = start_step
+    for indices in runs:
+        if shard.count > 1:  # this rank's rows of each global batch in the run
+            indices = indices.reshape(chunk_steps, global_batch_size)[:, rows].reshape(-1)
+        arrays = split.take_stored(indices)
+        arrays["weights"] = np.ones(len(indices), np.float32)
+        yield Chunk(arrays, chunk_steps, local_size, step)
+        step += chunk_steps
+
+
 def train_batches(
     split: ArraySplit,
     global_batch_size: int,
@@ -88,38 +208,22 @@ def train_batches(
     transform: Transform | None = None,
     start_step: int = 0,
 ) -> Iterator[Batch]:
-    """An infinite stream of this rank's share of each global batch, from batch `start_step`.
+    """An infinite stream of this rank's model-ready share of each global batch (numpy).
 
-    Batches follow `global_batch_indices` (nothing is dropped). Augmentation gets a generator
+    The batches of `train_chunks`, decoded a chunk at a time. Augmentation gets a generator
     seeded per (seed, step, rank), so the stream is deterministic per seed.
     """
     shard = shard or Shard()
-    rows = shard.rows(global_batch_size)
-    local_size = rows.stop - rows.start
-    indices_per_step = global_batch_indices(
-        len(split), global_batch_size, seed=seed, start_step=start_step
-    )
-    if shard.count == 1:
-        rows = slice(None)  # the whole batch: index with the global indices as they are
-    # This runs inside timed steps (spec/RULES.md §4). The rows of `chunk_steps` batches
-    # (~CHUNK_BYTES) are gathered in one `take`, and each batch is a view of its slice of
-    # that chunk: per step, a few slices instead of a gather (scripts/bench_dataloader.py:
-    # the median mnist step with the loader fell from 1.10x to ~1.04x a cached batch's; the
-    # mean, which carries the chunk steps, from ~1.09x to ~1.08x). Every chunk is a new array,
-    # so nothing a caller keeps is ever overwritten (a kept batch keeps its chunk alive).
-    row_bytes = sum(array[:1].nbytes for array in split.arrays.values())
-    chunk_steps = max(1, min(MAX_CHUNK_STEPS, CHUNK_BYTES // max(1, local_size * row_bytes)))
-    step = start_step
-    while True:
-        indices = [next(indices_per_step)[rows] for _ in range(chunk_steps)]
-        chunk = split.take(np.concatenate(indices))
-        chunk["weights"] = np.ones(chunk_steps * local_size, np.float32)
-        for start in range(0, chunk_steps * local_size, local_size):
-            end = start + local_size
-            batch = {key: array[start:end] for key, array in chunk.items()}
+    for chunk in train_chunks(
+        split, global_batch_size, seed=seed, shard=shard, start_step=start_step
+    ):
+        arrays = split.decoded(chunk.arrays)
+        for offset in range(chunk.steps):
+            start = offset * chunk.rows
+            batch = {key: array[start : start + chunk.rows] for key, array in arrays.items()}
             if transform is not None:
+                step = chunk.first_step + offset
                 batch = transform(batch, np.random.default_rng([seed, step, shard.index]))
-            step += 1
             yield batch
 
 

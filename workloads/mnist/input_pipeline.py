@@ -1,8 +1,9 @@
 """MNIST readers (idx files, no TensorFlow), the offline fallback sample, batches and fake_batch.
 
 Splits as upstream: train = the first 50,000 training images, validation = the last 10,000,
-test = the 10,000 t10k images. Pixels are scaled to [0, 1] and normalised with mean 0.1307 and
-std 0.3081 (upstream skips the /255: a bug we don't copy).
+test = the 10,000 t10k images. Pixels are held as uint8 and, as batches are made, scaled to
+[0, 1] and normalised with mean 0.1307 and std 0.3081 (upstream skips the /255: a bug we don't
+copy).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from algoperf.data.arrays import ArraySplit, eval_batches, train_batches
+from algoperf.data.arrays import ArraySplit, Normalise, eval_batches, train_batches
 from algoperf.data.sharding import Shard
 
 MEAN, STD = 0.1307, 0.3081
@@ -71,10 +72,23 @@ def find_files(data_dir: str | pathlib.Path) -> dict[str, pathlib.Path] | None:
     return None
 
 
-def normalise(images_uint8: np.ndarray, layout: str) -> np.ndarray:
-    images = (images_uint8.astype(np.float32) / 255.0 - MEAN) / STD
-    images = images.reshape(-1, 28, 28)
+NORMALISE = Normalise(np.asarray(MEAN, np.float32), np.asarray(STD, np.float32))
+"""Pixels -> model inputs; the splits hold uint8 and the streams decode a chunk at a time."""
+
+
+def shaped(images_uint8: np.ndarray, layout: str) -> np.ndarray:
+    """uint8 [N, 784] or [N, 28, 28] -> uint8 [N, 1, 28, 28] (NCHW) or [N, 28, 28, 1] (NHWC)."""
+    images = images_uint8.reshape(-1, 28, 28)
     return images[:, None, :, :] if layout == "NCHW" else images[:, :, :, None]
+
+
+def normalise(images_uint8: np.ndarray, layout: str) -> np.ndarray:
+    """uint8 pixels -> float32 model inputs in `layout`."""
+    return NORMALISE.numpy(shaped(images_uint8, layout))
+
+
+def image_split(images_uint8: np.ndarray, labels: np.ndarray) -> ArraySplit:
+    return ArraySplit({"inputs": images_uint8, "targets": labels}, {"inputs": NORMALISE})
 
 
 def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, ArraySplit]:
@@ -82,7 +96,7 @@ def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, A
     test_images, test_labels = read_idx(files["test_images"]), read_idx(files["test_labels"])
     if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
         raise ValueError("MNIST: image and label files have different lengths; re-download them.")
-    images, labels = normalise(train_images, layout), train_labels.astype(np.int64)
+    images, labels = shaped(train_images, layout), train_labels.astype(np.int64)
     num_train = NUM_TRAIN
     if len(images) != NUM_TRAIN + 10_000:
         # Not the real 60,000 (e.g. test fixtures): keep upstream's 5:1 train/validation ratio.
@@ -93,11 +107,9 @@ def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, A
             stacklevel=2,
         )
     return {
-        "train": ArraySplit({"inputs": images[:num_train], "targets": labels[:num_train]}),
-        "validation": ArraySplit({"inputs": images[num_train:], "targets": labels[num_train:]}),
-        "test": ArraySplit(
-            {"inputs": normalise(test_images, layout), "targets": test_labels.astype(np.int64)}
-        ),
+        "train": image_split(images[:num_train], labels[:num_train]),
+        "validation": image_split(images[num_train:], labels[num_train:]),
+        "test": image_split(shaped(test_images, layout), test_labels.astype(np.int64)),
     }
 
 
@@ -113,13 +125,13 @@ def fallback_splits(layout: str) -> dict[str, ArraySplit]:
         ) from error
     images, labels = mnist_data()
     order = np.random.default_rng(20261129).permutation(len(images))
-    images = normalise(images[order].astype(np.uint8), layout)
+    images = shaped(images[order].astype(np.uint8), layout)
     labels = labels[order].astype(np.int64)
     n_train, n_val, _ = FALLBACK_SPLIT
     cuts = (0, n_train, n_train + n_val, len(images))
     names = ("train", "validation", "test")
     return {
-        name: ArraySplit({"inputs": images[a:b], "targets": labels[a:b]})
+        name: image_split(images[a:b], labels[a:b])
         for name, a, b in zip(names, cuts[:-1], cuts[1:])
     }
 
@@ -165,6 +177,12 @@ def batches(
     else:
         raise ValueError(f"unknown split {split!r}; use train, eval_train, validation or test.")
     return eval_batches(source, global_batch_size, shard=shard)
+
+
+def plain_train_split(splits: dict[str, ArraySplit]) -> ArraySplit:
+    """The split the train stream is `train_batches` of, with no per-step transform (so a
+    framework may decode and cut its chunks itself: `SpecWorkload.train_chunks`)."""
+    return splits["train"]
 
 
 def fake_batch(batch_size: int, *, layout: str = "NCHW", seed: int = 0) -> dict[str, np.ndarray]:

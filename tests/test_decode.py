@@ -1,0 +1,130 @@
+"""uint8 splits decoded as batches are made: numpy and torch give the same bits, the torch train
+stream (decoded and cut a chunk at a time) is the numpy stream, and kept batches stay intact."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import workloads
+from algoperf import rng as np_rng
+from algoperf.data import arrays
+from algoperf.data.arrays import ArraySplit, Normalise, train_batches, train_chunks
+from algoperf.data.sharding import Shard
+from algoperf.torch.workload import normalise_tensor, tensor_train_batches
+from workloads.cifar import input_pipeline as cifar
+from workloads.mnist import input_pipeline as mnist
+
+NORMALISERS = {
+    "mnist": mnist.NORMALISE,
+    "cifar NCHW": cifar.NORMALISE["NCHW"],
+    "cifar NHWC": cifar.NORMALISE["NHWC"],
+}
+
+
+def every_pixel_value(normalise: Normalise) -> np.ndarray:
+    """uint8 [256, *channel shape]: every value on every channel (the decode is elementwise)."""
+    values = np.arange(256, dtype=np.uint8).reshape(256, *[1] * normalise.mean.ndim)
+    return np.broadcast_to(values, (256, *normalise.mean.shape)).copy()
+
+
+@pytest.mark.parametrize("name", NORMALISERS)
+def test_numpy_and_torch_decode_give_the_same_bits(name):
+    normalise = NORMALISERS[name]
+    pixels = every_pixel_value(normalise)
+    from_numpy = normalise.numpy(pixels)
+    from_torch = normalise_tensor(torch.from_numpy(pixels), normalise).numpy()
+    assert from_numpy.dtype == from_torch.dtype == np.float32
+    np.testing.assert_array_equal(from_torch.view(np.uint32), from_numpy.view(np.uint32))
+    # And the values are the normalisation's (float64 reference, float32 rounding).
+    expected = (pixels / 255.0 - normalise.mean.astype(np.float64)) / normalise.std
+    np.testing.assert_allclose(from_numpy, expected, rtol=0, atol=2e-6)
+
+
+def test_decode_leaves_the_stored_pixels_alone():
+    split = mnist.image_split(np.full((4, 1, 28, 28), 255, np.uint8), np.arange(4))
+    batch = split.take(np.array([2, 0]))
+    assert batch["inputs"].dtype == np.float32 and batch["targets"].tolist() == [2, 0]
+    np.testing.assert_allclose(batch["inputs"], (1.0 - mnist.MEAN) / mnist.STD, rtol=1e-6)
+    assert (split.arrays["inputs"] == 255).all()
+    subset = split.subset(2, seed=0)
+    assert subset.arrays["inputs"].dtype == np.uint8 and subset.decode == split.decode
+
+
+def test_bad_decode_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="float32 numpy array"):
+        Normalise(np.asarray(0.5), np.asarray(0.2, np.float32))
+    with pytest.raises(ValueError, match=r"decode names arrays it does not hold: \['pixels'\]"):
+        ArraySplit({"inputs": np.zeros((2, 3), np.uint8)}, {"pixels": mnist.NORMALISE})
+
+
+def small_split(num_examples: int = 103) -> ArraySplit:
+    """uint8 images whose pixels encode the example id, so rows are easy to trace."""
+    ids = np.arange(num_examples)
+    images = np.broadcast_to((ids % 251).astype(np.uint8)[:, None, None, None], (len(ids), 1, 2, 3))
+    return mnist.image_split(np.ascontiguousarray(images), ids)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 3, 7])
+@pytest.mark.parametrize("start_step", [0, 5, 13])
+@pytest.mark.parametrize("shard", [Shard(), Shard(0, 2), Shard(1, 2)], ids=str)
+def test_tensor_stream_is_the_numpy_stream(monkeypatch, chunk_steps, start_step, shard):
+    split = small_split()
+    global_batch = 8
+    local = shard.local_batch_size(global_batch)
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", chunk_steps * local * split.decoded_row_bytes())
+    kwargs = dict(seed=4, shard=shard, start_step=start_step)
+    chunks = train_chunks(split, global_batch, **kwargs)
+    assert next(train_chunks(split, global_batch, **kwargs)).steps == chunk_steps
+    tensors = list(itertools.islice(tensor_train_batches(split, chunks, pin=False), 30))
+    numpys = list(itertools.islice(train_batches(split, global_batch, **kwargs), 30))
+    kept = [{key: value.clone() for key, value in batch.items()} for batch in tensors]
+    for got, want in zip(tensors, numpys, strict=True):
+        assert got.keys() == want.keys() == {"inputs", "targets", "weights"}
+        for key in want:
+            assert got[key].dtype == torch.from_numpy(want[key]).dtype, key
+            np.testing.assert_array_equal(got[key].numpy(), want[key], err_msg=key)
+    # Later chunks never overwrite a batch a caller keeps (each chunk is new memory).
+    list(itertools.islice(tensor_train_batches(split, chunks, pin=False), 40))
+    for batch, copy in zip(tensors, kept):
+        for key in copy:
+            assert torch.equal(batch[key], copy[key]), key
+
+
+def mnist_queue_batches(framework_stream: str, steps: int) -> list[dict]:
+    warnings.filterwarnings("ignore", message="MNIST not found")
+    workload = workloads.load("mnist", "pytorch", allow_download=False)
+    data_rng = np_rng.prng_key(0)
+    if framework_stream == "queue":
+        queue = workload._build_input_queue(data_rng, "train", "/nonexistent", 128)
+        return [{k: v.numpy() for k, v in b.items()} for b in itertools.islice(queue, steps)]
+    seed = np_rng.seed_from_key(data_rng)
+    stream = workload.numpy_batches("train", "/nonexistent", 128, seed, workload.shard)
+    return list(itertools.islice(stream, steps))
+
+
+def test_mnist_torch_queue_takes_the_tensor_stream_with_the_numpy_batches(monkeypatch):
+    calls = []
+    real = tensor_train_batches
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("algoperf.torch.workload.tensor_train_batches", spy)
+    queue = mnist_queue_batches("queue", 45)  # 45 steps: across chunks of 20 and epochs of 31
+    assert calls == [{"pin": False}]
+    for got, want in zip(queue, mnist_queue_batches("numpy", 45), strict=True):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_cifar_has_no_plain_train_split():
+    # Its train batches are augmented per step, so torch takes the numpy stream.
+    assert not hasattr(cifar, "plain_train_split")
+    workload = workloads.load("cifar", "pytorch", allow_download=False)
+    assert workload.train_chunks("/nonexistent", 8, 0, Shard()) is None
