@@ -26,7 +26,7 @@ class Normalise:
     each gather moves) and a whole chunk of batches is decoded at once. `numpy` here and the
     torch stream (`algoperf.torch.workload.tensor_train_batches`) run the same four float32
     operations in the same order, each correctly rounded, so both give the same bits
-    (tests/test_sharding.py checks every pixel value on every channel).
+    (tests/test_decode.py checks every pixel value on every channel).
     """
 
     mean: np.ndarray

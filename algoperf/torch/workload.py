@@ -64,7 +64,7 @@ def tensor_train_batches(
     """Train batches as CPU tensors: each chunk wrapped, decoded (and pinned) once, and every step
     a view of its rows, so a step costs a few tuple lookups (on a 2-core CPU the per-step
     slicing, decode and three `from_numpy` wraps measured ~40 us of a ~2 ms mnist step).
-    The same values as `arrays.train_batches` (tests/test_sharding.py)."""
+    The same values as `arrays.train_batches` (tests/test_decode.py)."""
     for chunk in chunks:
         parts = {}
         for key, array in chunk.arrays.items():
