@@ -14,14 +14,14 @@ import pathlib
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
 import pytest
+
+from workloads.mnist import input_pipeline as mnist
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
@@ -401,22 +401,11 @@ RUN_ARGS = [
 METRIC_PREFIXES = ("train/", "validation/", "test/")
 
 
-def write_idx(path: pathlib.Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory) -> pathlib.Path:
     """A small MNIST in idx format (random pixels: fast to read; the tests compare rows)."""
     root = tmp_path_factory.mktemp("mnist_data")
-    folder = root / "mnist"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (1200, 28, 28)))
-    write_idx(folder / "train-labels-idx1-ubyte", rng.integers(0, 10, 1200))
-    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (200, 28, 28)))
-    write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 200))
+    mnist.write_random_files(root / "mnist", num_train=1200, num_test=200)
     return root
 
 

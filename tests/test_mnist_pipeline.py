@@ -3,7 +3,6 @@ checksummed download helper."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import struct
 import warnings
@@ -16,27 +15,16 @@ from algoperf.data.sharding import Shard
 from workloads.mnist import input_pipeline as mnist
 
 
-def write_idx(path, array: np.ndarray, compress: bool) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        with gzip.open(path, "wb") as handle:
-            handle.write(data)
-    else:
-        path.write_bytes(data)
-
-
 @pytest.fixture
 def fixture_dir(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "mnist"
     folder.mkdir()
     train = rng.integers(0, 256, (60, 28, 28))
-    write_idx(folder / "train-images-idx3-ubyte", train, compress=True)
-    write_idx(folder / "train-labels-idx1-ubyte", np.arange(60) % 10, compress=True)
-    write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (12, 28, 28)), False)
-    write_idx(folder / "t10k-labels-idx1-ubyte", np.arange(12) % 10, compress=False)
+    mnist.write_idx(folder / "train-images-idx3-ubyte", train, compress=True)
+    mnist.write_idx(folder / "train-labels-idx1-ubyte", np.arange(60) % 10, compress=True)
+    mnist.write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (12, 28, 28)))
+    mnist.write_idx(folder / "t10k-labels-idx1-ubyte", np.arange(12) % 10)
     return tmp_path, train
 
 

@@ -57,6 +57,34 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def write_idx(path: pathlib.Path, array: np.ndarray, *, compress: bool = False) -> pathlib.Path:
+    """`read_idx`'s inverse (uint8 data; `compress` writes `path` + ".gz"), for fixtures and
+    benchmarks; returns the path written."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(dim).to_bytes(4, "big") for dim in array.shape
+    )
+    data = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_random_files(
+    folder: pathlib.Path, num_train: int = 60_000, num_test: int = 10_000, seed: int = 0
+) -> None:
+    """The four idx files with random pixels and labels (full size by default): a format-exact
+    stand-in for MNIST where only its shapes matter (tests, benchmarks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, count in (("train", num_train), ("t10k", num_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, count))
+
+
 def find_files(data_dir: str | pathlib.Path) -> dict[str, pathlib.Path] | None:
     """The four idx files under `data_dir` or `data_dir/mnist` (plain or .gz); None if absent."""
     root = pathlib.Path(data_dir).expanduser()
