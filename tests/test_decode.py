@@ -88,11 +88,17 @@ def test_tensor_stream_is_the_numpy_stream(monkeypatch, chunk_steps, start_step,
         for key in want:
             assert got[key].dtype == torch.from_numpy(want[key]).dtype, key
             np.testing.assert_array_equal(got[key].numpy(), want[key], err_msg=key)
-    # Later chunks never overwrite a batch a caller keeps (each chunk is new memory).
+    # Later chunks never overwrite a batch a caller keeps (each chunk is new memory), in
+    # either stream.
+    kept_numpy = [{key: value.copy() for key, value in batch.items()} for batch in numpys]
     list(itertools.islice(tensor_train_batches(split, chunks, pin=False), 40))
+    list(itertools.islice(train_batches(split, global_batch, **kwargs), 40))
     for batch, copy in zip(tensors, kept):
         for key in copy:
             assert torch.equal(batch[key], copy[key]), key
+    for batch, copy in zip(numpys, kept_numpy):
+        for key in copy:
+            np.testing.assert_array_equal(batch[key], copy[key], err_msg=key)
 
 
 def mnist_queue_batches(framework_stream: str, steps: int) -> list[dict]:
