@@ -166,9 +166,15 @@ def test_requeued_trial_resumes_and_matches_the_uninterrupted_run(
         assert f"stop requested: checkpoint saved at step {step};" in log, log[-3000:]
         assert metric_rows(trial_dir) == local_reference["rows"][key], key
         assert (trial_dir / "meta_data_1.json").exists()
-        history = slurm_cluster.run(
-            "sacct", "--duplicates", "-X", "-n", "-P", "-o", "State", "-j", job_id
-        ).stdout.split()
+        # The trial's files are final before slurmdbd records the job's end: wait for that.
+        deadline = time.monotonic() + 60
+        while True:
+            history = slurm_cluster.run(
+                "sacct", "--duplicates", "-X", "-n", "-P", "-o", "State", "-j", job_id
+            ).stdout.split()
+            if history[-1:] not in (["RUNNING"], ["COMPLETING"]) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert history[0] == "REQUEUED" and history[-1] == "COMPLETED", history
     submitit_log = next((sweep_dir / "_launch" / "submitit").glob("*_1/*_log.out")).read_text()
     assert "Calling checkpoint method" in submitit_log and "Requeued job" in submitit_log
