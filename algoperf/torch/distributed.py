@@ -28,6 +28,15 @@ def dist_info() -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_ddp = "LOCAL_RANK" in os.environ and world_size > 1
     if torch.cuda.is_available():
+        visible = torch.cuda.device_count()
+        if local_rank >= visible:
+            # Otherwise the first CUDA call fails deep inside torch ("invalid device ordinal"), or
+            # NCCL refuses two ranks on one GPU; one process per GPU is what DDP here expects.
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} has no GPU of its own: this node shows {visible} CUDA "
+                f"device(s); start at most {visible} process(es) per node (torchrun "
+                f"--nproc_per_node={visible}), or hide the GPUs (CUDA_VISIBLE_DEVICES='') for CPU."
+            )
         device = torch.device(f"cuda:{local_rank}")
     else:
         device = torch.device("cpu")
