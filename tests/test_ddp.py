@@ -159,6 +159,28 @@ def test_algoperf_run_under_torchrun(tmp_path, attempt):
     assert done.stderr.count("trial 1 done") == 1  # rank 0 alone reports
 
 
+def logged_loss(tmp_path: pathlib.Path, step: str) -> float:
+    (found,) = (tmp_path / "exp").rglob("measurements.csv")
+    with open(found, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["global_step"] == step and r["loss"]]
+    assert len(rows) == 1, rows
+    return float(rows[0]["loss"])
+
+
+@pytest.mark.slow
+def test_logged_loss_is_the_global_batch_mean(tmp_path):
+    """The submission's logged loss under DDP is the whole global batch's mean (one process's
+    value), not rank 0's share of it (its half's mean, or its half's sum over the global count)."""
+    args = algoperf_args(tmp_path / "two", "--max_global_steps", "1", "--torch_compile", "false")
+    done = torchrun(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = algoperf_args(tmp_path / "one", "--max_global_steps", "1", "--torch_compile", "false")
+    done = run([sys.executable, *one], tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two_ranks, one_process = logged_loss(tmp_path / "two", "0"), logged_loss(tmp_path / "one", "0")
+    assert two_ranks == pytest.approx(one_process, rel=1e-5)
+
+
 @pytest.mark.slow
 def test_compiled_ddp_run(tmp_path):
     args = algoperf_args(tmp_path, "--max_global_steps", "5", "--torch_compile", "true")
@@ -186,3 +208,24 @@ def test_batch_size_not_divisible_by_ranks(tmp_path):
     assert "batch size 33 is not divisible by the 2 devices" in errors[0]
     assert f'File "{ROOT / "algoperf"}' not in done.stderr  # no traceback from the workers
     assert not list((tmp_path / "exp").rglob("eval_measurements.csv"))
+
+
+@pytest.mark.parametrize("local_rank, visible, ok", [(0, 1, True), (1, 1, False), (3, 2, False)])
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch, local_rank, visible, ok):
+    """torchrun with more processes than GPUs: a one-line ValueError naming the fix, raised before
+    anything touches the device (not torch's "invalid device ordinal" or NCCL's duplicate GPU)."""
+    from algoperf.torch import distributed
+
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setenv("RANK", str(local_rank))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    if ok:
+        assert distributed.dist_info().device == torch.device("cuda", local_rank)
+        return
+    with pytest.raises(ValueError) as error:
+        distributed.dist_info()
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"LOCAL_RANK={local_rank}" in message and f"--nproc_per_node={visible}" in message

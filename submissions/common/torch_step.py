@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed.nn as dist_nn
+import torch.distributed as dist
 from torch.optim.lr_scheduler import LambdaLR
 
 from algoperf import spec
 from algoperf.pytorch_utils import pytorch_setup
 from submissions.common.schedules import WarmupCosine
 
-USE_PYTORCH_DDP = pytorch_setup()[0]
+USE_PYTORCH_DDP, _, _, WORLD_SIZE = pytorch_setup()
 
 # Scalars are logged every this many steps; only then are device values read on the host.
 LOG_EVERY_STEPS = 100
@@ -68,17 +68,27 @@ def update_params(
         update_batch_norm=True,
         dropout_rate=dropout_rate,
     )
-    # The loss over the global batch: `loss_fn` sums are per rank, so all-reduce them first.
+    # The mean loss over the global batch; `loss_fn` sums over this rank's examples.
     losses = workload.loss_fn(
         batch["targets"], logits, batch.get("weights"), label_smoothing=label_smoothing
     )
     summed, n_valid = losses["summed"], losses["n_valid_examples"]
     if USE_PYTORCH_DDP:
-        # The autograd-aware all_reduce: DDP's gradient averaging then yields d(mean)/dparams.
-        # One collective for both numbers (a step's latency on NCCL is per collective).
+        # One collective, no gradient through it: the global sum (for the logged loss) and the
+        # global count. Each rank's loss is its own sum over the global count times the world
+        # size, so DDP's gradient average (a mean over ranks) is d(global mean)/dparams. (An
+        # autograd all_reduce of the sums gives the same gradients, but torch.distributed.nn's
+        # is deprecated as of torch 2.14.) Every rank runs it every step: a collective on
+        # logging steps only would have to be taken by all ranks, not rank 0's logger alone.
         n_valid = torch.as_tensor(n_valid, dtype=summed.dtype, device=summed.device)
-        summed, n_valid = dist_nn.all_reduce(torch.stack([summed, n_valid])).unbind()
-    loss = summed / n_valid
+        totals = torch.stack([summed.detach(), n_valid])
+        dist.all_reduce(totals)
+        global_sum, n_valid = totals.unbind()
+        loss = summed * (WORLD_SIZE / n_valid)
+        logged = global_sum / n_valid
+    else:
+        loss = summed / n_valid
+        logged = loss
     loss.backward()
     grad_norm = None
     if grad_clip is not None:
@@ -92,6 +102,6 @@ def update_params(
             grad_norm = torch.nn.utils.get_total_norm(grads)
         # The only host reads of the step, on logging steps only.
         workload.metrics_logger.append_scalar_metrics(
-            {"loss": loss.item(), "grad_norm": grad_norm.item()}, global_step
+            {"loss": logged.item(), "grad_norm": grad_norm.item()}, global_step
         )
     return optimizer_state, model, new_model_state
