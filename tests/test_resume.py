@@ -51,7 +51,7 @@ def final_params(trial: pathlib.Path, framework: str) -> list[np.ndarray]:
     if framework == "pytorch":
         import torch
 
-        payload = torch.load(folder / "state.pt", weights_only=False)
+        payload = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
         return [t.numpy() for t in payload["model"].values()]
     with np.load(folder / "state.npz") as data:
         return [data[name] for name in data.files]
