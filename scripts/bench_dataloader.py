@@ -28,7 +28,7 @@ the kernel) are printed for live and cached blocks; reusing chunk memory took th
 from ~57 to 0 but did not move the ratio measurably, so the loader allocates each chunk anew.
 
 Usage: .venv/bin/python scripts/bench_dataloader.py [--quick] [--compile] [--repeats N]
-       [--loader queue|inline|prefetch] [--workloads mnist,cifar]
+       [--loader queue|inline|prefetch] [--workloads mnist,cifar] [--processes 1,2]
 Prints one line per case and, last, `worst ratio: X.XXX` (goal <= 1.05), the worst over the cases
 of their median-process ratio of median block times.
 """
@@ -212,6 +212,11 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--workloads", default="mnist,cifar")
     parser.add_argument(
+        "--processes",
+        default=",".join(map(str, PROCESS_COUNTS)),
+        help="process counts to run (comma-separated; on GPUs at most one per GPU)",
+    )
+    parser.add_argument(
         "--repeats", type=int, help="processes per case (default: CASES; 1 with --quick)"
     )
     parser.add_argument(
@@ -244,7 +249,7 @@ def main(argv=None) -> int:
                 continue
             rounds = max(rounds // 4, 2) if args.quick else rounds
             repeats = args.repeats or (1 if args.quick else repeats)
-            for nproc in PROCESS_COUNTS:
+            for nproc in map(int, args.processes.split(",")):
                 case = (workload, batch_size, rounds, warmup_steps)
                 runs = sorted(
                     (run_case(args, case, nproc, tmp) for _ in range(repeats)),

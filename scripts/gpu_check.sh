@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# GPU checks that CPU CI cannot make, for a machine with ONE NVIDIA GPU (about 5 minutes):
+#   A  checkpoint/resume parity on CUDA (tests/test_resume.py: pytorch and jax, deterministic)
+#   B  the DDP code path on NCCL (scripts/ddp_one_rank.py, world size 1) gives the same eval rows
+#      as a plain process, deterministic eager mnist
+#   C  torchrun with 2 processes on 1 GPU ends with the one-line "no GPU of its own" error
+#   D  compiled DDP (NCCL) cifar trains and evaluates
+#   E  `make run`'s job on the GPU (offline real MNIST sample, compiled, to the 0.97 target)
+#   F  scripts/bench_dataloader.py at 1 process (the live loader's cost against a cached batch)
+# Usage: bash scripts/gpu_check.sh [OUT_DIR]   (log in OUT_DIR/log.txt; default /tmp/gpu_check)
+# Needs python3 with torch (CUDA), jax and the project's dependencies; wheels of any missing
+# pure-python ones (torchdata, mlxtend) can sit in .devcheck/whl/ and are installed first.
+# Every step has its own timeout, so one hang does not hide the rest; read the log's [rc=...]
+# lines and the "identical" line.
+out="${1:-${OUT:-/tmp/gpu_check}}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore PYTHONPATH=$PWD
+exec > >(tee -a "$out/log.txt") 2>&1
+t() { local s=$SECONDS; timeout "$@"; echo "[rc=$? in $((SECONDS - s)) s: ${*:2:6}]"; }
+if compgen -G ".devcheck/whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-cache-dir .devcheck/whl/*.whl 2>&1 | tail -2
+fi
+nvidia-smi -L
+python3 -c "import torch, jax; print('torch', torch.__version__, torch.cuda.is_available(), 'jax', jax.__version__, jax.devices())"
+python3 -c "import pathlib; from workloads.mnist.input_pipeline import write_random_files as w; w(pathlib.Path('/tmp/rand/mnist'))"
+exp=/tmp/gpu_check_exp
+common=(--download false --progress false --experiment_dir "$exp" --overwrite)
+det=(--data_dir /tmp/rand --rng_seed 3 --max_global_steps 300 --eval_every_steps 100 --deterministic --torch_compile false)
+
+echo "== A: resume tests on the GPU (in the background)"
+(timeout 400 python3 -m pytest -q -x -p no:cacheprovider tests/test_resume.py tests/test_process_settings.py >/tmp/gpu_check_resume.txt 2>&1
+  echo "[resume rc=$?]" >>/tmp/gpu_check_resume.txt) &
+
+echo "== B: plain process vs 1-rank NCCL DDP, deterministic eager mnist, same seed"
+t 120 python3 -m algoperf run "${common[@]}" "${det[@]}" --experiment_name plain 2>&1 | tail -3
+t 120 torchrun --standalone --nproc_per_node=1 scripts/ddp_one_rank.py run "${common[@]}" "${det[@]}" \
+  --experiment_name ddp 2>&1 | grep -v "^[WI][0-9]" | tail -4
+python3 - "$exp" <<'PY'
+import csv, sys
+def rows(name):
+    with open(f"{sys.argv[1]}/{name}/mnist_pytorch/trial_1/eval_measurements.csv") as handle:
+        return [{k: v for k, v in r.items() if k.startswith(("train/", "validation/", "test/"))
+                 or k == "global_step"} for r in csv.DictReader(handle)]
+plain, ddp = rows("plain"), rows("ddp")
+print("plain", plain[-1]); print("ddp  ", ddp[-1])
+print(f"B identical eval rows: {plain == ddp} ({len(plain)} and {len(ddp)} rows)")
+PY
+
+echo "== C: torchrun --nproc_per_node=2 on one GPU (expect the one-line error, rc != 0)"
+t 90 torchrun --standalone --nproc_per_node=2 -m algoperf run "${common[@]}" "${det[@]}" \
+  --experiment_name two 2>&1 | grep "error" | grep -v "^[WI][0-9]" | head -3
+
+echo "== D: compiled 1-rank NCCL DDP, cifar on random data"
+python3 -c "import pathlib, sys; sys.path.insert(0, 'scripts'); from bench_dataloader import write_cifar_files as w; w(pathlib.Path('/tmp/rand/cifar10/cifar-10-batches-py'))"
+t 150 torchrun --standalone --nproc_per_node=1 scripts/ddp_one_rank.py run --workload cifar \
+  --data_dir /tmp/rand --rng_seed 3 --max_global_steps 200 --eval_every_steps 100 "${common[@]}" \
+  --experiment_name cifar 2>&1 | grep -v "^[WI][0-9]" | tail -3
+cut -c1-300 "$exp/cifar/cifar_pytorch/trial_1/eval_measurements.csv"
+wait
+echo "== A result"; tail -12 /tmp/gpu_check_resume.txt
+
+echo "== E: make run's job on the GPU (offline real sample, compiled, to target)"
+t 120 python3 -m algoperf run "${common[@]}" --data_dir /tmp/gpu_check_nodata --experiment_name real 2>&1 | tail -3
+cut -c1-300 "$exp/real/mnist_pytorch/trial_1/eval_measurements.csv" | sed -n '1p;$p'
+
+echo "== F: loader bench, 1 process on the GPU"
+t 150 python3 scripts/bench_dataloader.py --processes 1 --repeats 1
