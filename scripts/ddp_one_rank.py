@@ -1,7 +1,7 @@
 """`algoperf run` through the DDP code path with one rank: a check for one-GPU machines.
 
 algoperf runs DDP only for world size > 1, and NCCL refuses two ranks on one GPU, so on a
-one-GPU machine the NCCL path (process group init, the DDP wrapper, the loss's autograd
+one-GPU machine the NCCL path (process group init, the DDP wrapper, the step's (sum, count)
 all_reduce, the eval sums' all_reduce, the clock's agree_max, the teardown) could not run at all.
 This forces use_ddp=True for world size 1; everything else is the normal CLI. With one rank every
 collective is the identity, so a deterministic run must give the plain run's eval rows exactly
