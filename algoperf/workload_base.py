@@ -73,19 +73,21 @@ class SpecWorkload(spec.Workload):
             start_step=start_step,
         )
 
-    def train_chunks(self, data_dir: str, global_batch_size: int, seed: int, shard, start_step=0):
-        """The train stream as `algoperf.data.arrays.train_chunks` (split, chunks), for a framework
-        to decode and cut in its own arrays; None unless the input pipeline's train stream is the
-        plain chunked one (it defines `plain_train_split(splits)`: no per-step augmentation).
+    def train_chunk_plans(
+        self, data_dir: str, global_batch_size: int, seed: int, shard, start_step=0
+    ):
+        """The train stream as (split, `algoperf.data.arrays.chunk_plans`), for a framework to
+        gather, decode and cut in its own arrays; None unless the input pipeline's train stream is
+        the plain chunked one (it defines `plain_train_split(splits)`: no per-step augmentation).
         Gives the same batches as `numpy_batches("train", ...)`."""
         plain_train_split = getattr(self.input_pipeline, "plain_train_split", None)
         if plain_train_split is None:
             return None
         split = plain_train_split(self._load_splits(data_dir))
-        chunks = arrays.train_chunks(
+        plans = arrays.chunk_plans(
             split, global_batch_size, seed=seed, shard=shard, start_step=start_step
         )
-        return split, chunks
+        return split, plans
 
     def _load_splits(self, data_dir: str):
         if self.input_pipeline is None:

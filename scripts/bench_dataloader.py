@@ -23,9 +23,10 @@ being charged to the cached step that follows it (one-by-one alternation did: ~2
 A third block kind, `premade`, cycles through distinct batches made before timing (>= 64 MB of
 them): the floor for any loader, since each step reads new data but no loader work is timed.
 premade/cached is what new data costs a step by itself; live/premade is the loader's own cost.
-Minor page faults a step (first touches of fresh memory: each new chunk may come straight from
-the kernel) are printed for live and cached blocks; reusing chunk memory took the live count
-from ~57 to 0 but did not move the ratio measurably, so the loader allocates each chunk anew.
+Minor page faults a step (first touches of fresh memory, ~3.5 us each on this project's VMs) are
+printed for live and cached blocks; the torch stream reuses its chunk buffers
+(algoperf/torch/chunks.py), so its live count is ~0 (it was 4-30 a step with a new chunk array
+each time, depending on what else the process had allocated).
 
 Usage: .venv/bin/python scripts/bench_dataloader.py [--quick] [--compile] [--repeats N]
        [--loader queue|inline|prefetch] [--workloads mnist,cifar] [--processes 1,2]

@@ -13,9 +13,10 @@ import torch
 import workloads
 from algoperf import rng as np_rng
 from algoperf.data import arrays
-from algoperf.data.arrays import ArraySplit, Normalise, train_batches, train_chunks
+from algoperf.data.arrays import ArraySplit, Normalise, chunk_plans, train_batches
 from algoperf.data.sharding import Shard
-from algoperf.torch.workload import normalise_tensor, tensor_train_batches
+from algoperf.torch import chunks as torch_chunks
+from algoperf.torch.chunks import normalise_tensor, tensor_train_batches
 from workloads.cifar import input_pipeline as cifar
 from workloads.mnist import input_pipeline as mnist
 
@@ -78,9 +79,9 @@ def test_tensor_stream_is_the_numpy_stream(monkeypatch, chunk_steps, start_step,
     local = shard.local_batch_size(global_batch)
     monkeypatch.setattr(arrays, "CHUNK_BYTES", chunk_steps * local * split.decoded_row_bytes())
     kwargs = dict(seed=4, shard=shard, start_step=start_step)
-    chunks = train_chunks(split, global_batch, **kwargs)
-    assert next(train_chunks(split, global_batch, **kwargs)).steps == chunk_steps
-    tensors = list(itertools.islice(tensor_train_batches(split, chunks, pin=False), 30))
+    plans = chunk_plans(split, global_batch, **kwargs)
+    assert next(chunk_plans(split, global_batch, **kwargs)).steps == chunk_steps
+    tensors = list(itertools.islice(tensor_train_batches(split, plans, pin=False), 30))
     numpys = list(itertools.islice(train_batches(split, global_batch, **kwargs), 30))
     kept = [{key: value.clone() for key, value in batch.items()} for batch in tensors]
     for got, want in zip(tensors, numpys, strict=True):
@@ -88,10 +89,10 @@ def test_tensor_stream_is_the_numpy_stream(monkeypatch, chunk_steps, start_step,
         for key in want:
             assert got[key].dtype == torch.from_numpy(want[key]).dtype, key
             np.testing.assert_array_equal(got[key].numpy(), want[key], err_msg=key)
-    # Later chunks never overwrite a batch a caller keeps (each chunk is new memory), in
+    # Later chunks never overwrite a batch a caller keeps (a kept chunk is never reused), in
     # either stream.
     kept_numpy = [{key: value.copy() for key, value in batch.items()} for batch in numpys]
-    list(itertools.islice(tensor_train_batches(split, chunks, pin=False), 40))
+    list(itertools.islice(tensor_train_batches(split, plans, pin=False), 40))
     list(itertools.islice(train_batches(split, global_batch, **kwargs), 40))
     for batch, copy in zip(tensors, kept):
         for key in copy:
@@ -99,6 +100,68 @@ def test_tensor_stream_is_the_numpy_stream(monkeypatch, chunk_steps, start_step,
     for batch, copy in zip(numpys, kept_numpy):
         for key in copy:
             np.testing.assert_array_equal(batch[key], copy[key], err_msg=key)
+
+
+def chunk_storage(batch: dict[str, torch.Tensor]) -> int:
+    """The address of the memory a batch lives in (all its keys share one chunk buffer)."""
+    pointers = {value.untyped_storage().data_ptr() for value in batch.values()}
+    assert len(pointers) == 1
+    return pointers.pop()
+
+
+def stream_and_expected(monkeypatch, chunk_steps: int = 3, global_batch: int = 8):
+    split = small_split()
+    monkeypatch.setattr(
+        arrays, "CHUNK_BYTES", chunk_steps * global_batch * split.decoded_row_bytes()
+    )
+    stream = tensor_train_batches(split, chunk_plans(split, global_batch, seed=2), pin=False)
+    return stream, train_batches(split, global_batch, seed=2)
+
+
+def assert_batch_equal(got: dict[str, torch.Tensor], want: dict[str, np.ndarray]) -> None:
+    for key in want:
+        np.testing.assert_array_equal(got[key].numpy(), want[key], err_msg=key)
+
+
+def test_chunk_buffers_are_reused_once_nothing_refers_to_them(monkeypatch):
+    stream, expected = stream_and_expected(monkeypatch)
+    storages = set()
+    for _ in range(60):  # 20 chunks; the caller holds one batch at a time, as the runner does
+        batch = next(stream)
+        assert_batch_equal(batch, next(expected))
+        storages.add(chunk_storage(batch))
+    # The chunk being read and the one being filled: two buffers for the whole stream.
+    assert len(storages) == 2
+
+
+def test_a_kept_view_or_array_keeps_its_chunk_from_reuse(monkeypatch):
+    stream, expected = stream_and_expected(monkeypatch)
+    batch = next(stream)
+    next(expected)
+    # What a submission might keep of a batch: a view of an input, a numpy array of the targets
+    # (neither is the batch's own tensor object, both share the chunk's memory).
+    kept_view, kept_array = batch["inputs"][1:3], batch["targets"].numpy()
+    copies = kept_view.clone(), kept_array.copy()
+    del batch
+    held = chunk_storage({"inputs": kept_view})
+    for step in range(1, 31):  # the rest of the first chunk, then 9 more
+        batch = next(stream)
+        assert_batch_equal(batch, next(expected))
+        assert (chunk_storage(batch) == held) == (step < 3), step
+    assert torch.equal(kept_view, copies[0])
+    np.testing.assert_array_equal(kept_array, copies[1])
+
+
+def test_without_the_storage_count_every_chunk_is_new_memory(monkeypatch):
+    monkeypatch.setattr(torch_chunks, "_storage_use_count", None)
+    stream, expected = stream_and_expected(monkeypatch)
+    firsts = []
+    for step in range(30):
+        batch = next(stream)
+        assert_batch_equal(batch, next(expected))
+        if step % 3 == 0:
+            firsts.append(batch)  # kept, so no address can be recycled by the allocator
+    assert len({chunk_storage(batch) for batch in firsts}) == 10
 
 
 def mnist_queue_batches(framework_stream: str, steps: int) -> list[dict]:
@@ -121,7 +184,7 @@ def test_mnist_torch_queue_takes_the_tensor_stream_with_the_numpy_batches(monkey
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("algoperf.torch.workload.tensor_train_batches", spy)
+    monkeypatch.setattr("algoperf.torch.chunks.tensor_train_batches", spy)
     queue = mnist_queue_batches("queue", 45)  # 45 steps: across chunks of 20 and epochs of 31
     assert calls == [{"pin": False}]
     for got, want in zip(queue, mnist_queue_batches("numpy", 45), strict=True):
@@ -133,4 +196,4 @@ def test_cifar_has_no_plain_train_split():
     # Its train batches are augmented per step, so torch takes the numpy stream.
     assert not hasattr(cifar, "plain_train_split")
     workload = workloads.load("cifar", "pytorch", allow_download=False)
-    assert workload.train_chunks("/nonexistent", 8, 0, Shard()) is None
+    assert workload.train_chunk_plans("/nonexistent", 8, 0, Shard()) is None

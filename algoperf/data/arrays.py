@@ -148,6 +148,19 @@ def global_batch_indices(
 
 
 @dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """Which examples make this rank's rows of `steps` consecutive train batches."""
+
+    indices: np.ndarray
+    """int64 example indices, `steps * rows` long: batch `first_step + i` is rows
+    `i * rows : (i + 1) * rows`."""
+    steps: int
+    rows: int
+    """Rows of each batch (the local batch size)."""
+    first_step: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Chunk:
     """This rank's rows of `steps` consecutive train batches, in their stored form."""
 
@@ -165,21 +178,19 @@ def steps_per_chunk(split: ArraySplit, local_batch_size: int) -> int:
     return max(1, min(MAX_CHUNK_STEPS, CHUNK_BYTES // batch_bytes))
 
 
-def train_chunks(
+def chunk_plans(
     split: ArraySplit,
     global_batch_size: int,
     *,
     seed: int,
     shard: Shard | None = None,
     start_step: int = 0,
-) -> Iterator[Chunk]:
-    """This rank's share of each global batch from batch `start_step`, many batches at a time.
+) -> Iterator[ChunkPlan]:
+    """This rank's share of each global batch from batch `start_step`, as example indices,
+    `steps_per_chunk` batches at a time (infinite; nothing is dropped).
 
-    Batches follow `global_batch_indices` (nothing is dropped). This runs inside timed steps
-    (spec/RULES.md §4): one gather for ~CHUNK_BYTES of batches, then each step is a view of its
-    slice, instead of a gather, a decode and three tensor wraps per step (scripts/
-    bench_dataloader.py). Every chunk is a new array, so nothing a caller keeps is ever
-    overwritten (a kept batch keeps its chunk alive).
+    Batches follow `global_batch_indices`. A framework gathers a plan's rows in one go
+    (`train_chunks` in numpy; `algoperf.torch.workload.tensor_train_batches` in torch).
     """
     shard = shard or Shard()
     rows = shard.rows(global_batch_size)
@@ -193,10 +204,31 @@ def train_chunks(
     for indices in runs:
         if shard.count > 1:  # this rank's rows of each global batch in the run
             indices = indices.reshape(chunk_steps, global_batch_size)[:, rows].reshape(-1)
-        arrays = split.take_stored(indices)
-        arrays["weights"] = np.ones(len(indices), np.float32)
-        yield Chunk(arrays, chunk_steps, local_size, step)
+        yield ChunkPlan(indices, chunk_steps, local_size, step)
         step += chunk_steps
+
+
+def train_chunks(
+    split: ArraySplit,
+    global_batch_size: int,
+    *,
+    seed: int,
+    shard: Shard | None = None,
+    start_step: int = 0,
+) -> Iterator[Chunk]:
+    """The rows of each `chunk_plans` plan, gathered in their stored form.
+
+    This runs inside timed steps (spec/RULES.md §4): one gather for ~CHUNK_BYTES of batches,
+    then each step is a view of its slice, instead of a gather, a decode and three tensor wraps
+    per step (scripts/bench_dataloader.py). Every chunk is a new array, so nothing a caller
+    keeps is ever overwritten (a kept batch keeps its chunk alive).
+    """
+    for plan in chunk_plans(
+        split, global_batch_size, seed=seed, shard=shard, start_step=start_step
+    ):
+        arrays = split.take_stored(plan.indices)
+        arrays["weights"] = np.ones(len(plan.indices), np.float32)
+        yield Chunk(arrays, plan.steps, plan.rows, plan.first_step)
 
 
 def train_batches(

@@ -19,10 +19,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from algoperf import rng as np_rng
 from algoperf import spec
-from algoperf.data import arrays
 from algoperf.data.prefetch import Prefetcher
 from algoperf.data.sharding import Shard
 from algoperf.param_types import infer_parameter_type
+from algoperf.torch import chunks
 from algoperf.torch.distributed import dist_info
 from algoperf.workload_base import SpecWorkload
 
@@ -47,33 +47,6 @@ def to_host_tensors(batch: dict[str, np.ndarray], *, pin: bool) -> dict[str, tor
         tensor = torch.from_numpy(np.ascontiguousarray(value))
         out[key] = tensor.pin_memory() if pin else tensor
     return out
-
-
-def normalise_tensor(pixels: torch.Tensor, normalise: arrays.Normalise) -> torch.Tensor:
-    """`arrays.Normalise.numpy` in torch: the same float32 operations in the same order (the same
-    bits), run with torch's intra-op threads."""
-    out = pixels.to(torch.float32)
-    out.div_(float(np.float32(normalise.divisor)))
-    out.sub_(torch.from_numpy(normalise.mean))
-    return out.div_(torch.from_numpy(normalise.std))
-
-
-def tensor_train_batches(
-    split: arrays.ArraySplit, chunks: Iterator[arrays.Chunk], *, pin: bool
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Train batches as CPU tensors: each chunk wrapped, decoded (and pinned) once, and every step
-    a view of its rows, so a step costs a few tuple lookups (on a 2-core CPU the per-step
-    slicing, decode and three `from_numpy` wraps measured ~40 us of a ~2 ms mnist step).
-    The same values as `arrays.train_batches` (tests/test_decode.py)."""
-    for chunk in chunks:
-        parts = {}
-        for key, array in chunk.arrays.items():
-            tensor = torch.from_numpy(array)
-            if key in split.decode:
-                tensor = normalise_tensor(tensor, split.decode[key])
-            parts[key] = (tensor.pin_memory() if pin else tensor).split(chunk.rows)
-        for offset in range(chunk.steps):
-            yield {key: views[offset] for key, views in parts.items()}
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -231,11 +204,13 @@ class TorchWorkload(SpecWorkload):
         # queue before the clock starts), not in the first timed step.
         device = self._dist.device
         pin = device.type == "cuda"
-        chunked = None
+        planned = None
         if split == "train":
-            chunked = self.train_chunks(data_dir, global_batch_size, seed, self.shard, start_batch)
-        if chunked is not None:  # in-memory arrays: decoded and wrapped a chunk at a time
-            batches = tensor_train_batches(*chunked, pin=pin)
+            planned = self.train_chunk_plans(
+                data_dir, global_batch_size, seed, self.shard, start_batch
+            )
+        if planned is not None:  # in-memory arrays: gathered and decoded a chunk at a time
+            batches = chunks.tensor_train_batches(*planned, pin=pin)
             convert = None
         else:
             batches = self.numpy_batches(

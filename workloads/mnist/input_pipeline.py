@@ -209,7 +209,7 @@ def batches(
 
 def plain_train_split(splits: dict[str, ArraySplit]) -> ArraySplit:
     """The split the train stream is `train_batches` of, with no per-step transform (so a
-    framework may decode and cut its chunks itself: `SpecWorkload.train_chunks`)."""
+    framework may decode and cut its chunks itself: `SpecWorkload.train_chunk_plans`)."""
     return splits["train"]
 
 
