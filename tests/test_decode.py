@@ -164,6 +164,25 @@ def test_without_the_storage_count_every_chunk_is_new_memory(monkeypatch):
     assert len({chunk_storage(batch) for batch in firsts}) == 10
 
 
+def test_pinned_chunks_are_left_to_torchs_pinned_allocator(monkeypatch):
+    # On CUDA only torch's pinned-memory allocator knows when an asynchronous copy out of a buffer
+    # has finished, so the pool never reuses pinned buffers itself (a fake buffer: no GPU here).
+    made = []
+
+    class FakeBuffer:
+        def __init__(self, layout, steps, rows, *, pin):
+            made.append(pin)
+
+        def is_free(self):
+            return True
+
+    monkeypatch.setattr(torch_chunks, "ChunkBuffer", FakeBuffer)
+    pinned = torch_chunks.ChunkPool({}, 2, 4, pin=True)
+    assert pinned.take() is not pinned.take() and made == [True, True]
+    plain = torch_chunks.ChunkPool({}, 2, 4, pin=False)
+    assert plain.take() is plain.take() and made == [True, True, False]
+
+
 def mnist_queue_batches(framework_stream: str, steps: int) -> list[dict]:
     warnings.filterwarnings("ignore", message="MNIST not found")
     workload = workloads.load("mnist", "pytorch", allow_download=False)
