@@ -14,11 +14,15 @@ each case runs `repeats` processes and reports the median of their ratios, all o
 
 The in-memory streams gather and decode ~8 MB of batches at once (algoperf/data/arrays.py), so
 one step in ~20 carries that work. Live and cached steps therefore alternate in blocks of whole
-chunks (>= 20 steps): every live block holds the same number of chunks, and the ratio is of the
-median block times, which keeps the chunk's cost (a ratio of step medians would leave it out)
-but not the machine's multi-ms hiccups (a ratio of means keeps those: printed beside it, with the
-ratio of step medians). Blocks, not single steps, also keep a live step's cache misses from
-being charged to the cached step that follows it (one-by-one alternation did: ~2% on mnist).
+chunks (>= 20 steps): every live block holds the same number of chunks. Each round runs one block
+of each kind in a seeded random order (so no kind always follows the same one), and the ratio
+is the median over rounds of live block time / cached block time of the same round: it keeps
+the chunk's cost (a ratio of step medians would leave it out) but not the machine's multi-ms
+hiccups (a ratio of means keeps those: printed beside it, with the ratio of step medians and of
+median block times), and pairing blocks of one round cancels drift over minutes (cifar's blocks
+last 15-35 s, and this VM's speed drifts by 10% and more between them). Blocks, not single
+steps, also keep a live step's cache misses from being charged to the cached step that follows
+it (one-by-one alternation did: ~2% on mnist).
 
 A third block kind, `premade`, cycles through distinct batches made before timing (>= 64 MB of
 them): the floor for any loader, since each step reads new data but no loader work is timed.
@@ -31,7 +35,7 @@ each time, depending on what else the process had allocated).
 Usage: .venv/bin/python scripts/bench_dataloader.py [--quick] [--compile] [--repeats N]
        [--loader queue|inline|prefetch] [--workloads mnist,cifar] [--processes 1,2]
 Prints one line per case and, last, `worst ratio: X.XXX` (goal <= 1.05), the worst over the cases
-of their median-process ratio of median block times.
+of their median process's paired ratio.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import json
 import os
 import pathlib
 import pickle
+import random
 import resource
 import statistics
 import subprocess
@@ -60,7 +65,7 @@ SUBMISSION = ROOT / "submissions" / "nadamw" / "submission_torch.py"
 # processes); `repeats` processes per case. mnist: the reference batch size; cifar: 32, not 128,
 # so a case takes minutes on 2 CPU cores (a smaller batch is the harder case: the loader's fixed
 # cost per batch weighs more) and one process (its 1 s steps vary less).
-CASES = (("mnist", 128, 60, 50, 3), ("cifar", 32, 3, 2, 1))
+CASES = (("mnist", 128, 60, 50, 3), ("cifar", 32, 5, 2, 1))
 PREMADE_BYTES, MAX_PREMADE = 64 << 20, 400
 MIN_BLOCK_STEPS = 20
 PROCESS_COUNTS = (1, 2)
@@ -164,8 +169,11 @@ def worker(args: argparse.Namespace) -> int:
         block(source, args.warmup_steps)
     blocks = {name: [] for name in sources}
     faults = dict.fromkeys(sources, 0)  # minor page faults (first touches of new memory)
-    for _ in range(args.rounds):
-        for name, source in sources.items():
+    order = list(sources)
+    for round_index in range(args.rounds):
+        random.Random(round_index).shuffle(order)  # the same order on every rank
+        for name in order:
+            source = sources[name]
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             blocks[name].append(block(source, block_steps))
             faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
@@ -177,6 +185,10 @@ def worker(args: argparse.Namespace) -> int:
             result[f"{name}_median"] = statistics.median(steps)
             result[f"{name}_mean"] = statistics.fmean(steps)
             result[f"{name}_faults"] = faults[name] / len(steps)
+            # this kind's block over the cached block of the same round
+            result[f"{name}_paired"] = statistics.median(
+                sum(kind) / sum(base) for kind, base in zip(times, blocks["cached"])
+            )
         print("RESULT " + json.dumps(result), flush=True)
     shutdown_and_exit(0)
     return 0
@@ -254,24 +266,25 @@ def main(argv=None) -> int:
                 case = (workload, batch_size, rounds, warmup_steps)
                 runs = sorted(
                     (run_case(args, case, nproc, tmp) for _ in range(repeats)),
-                    key=lambda times: times["live"] / times["cached"],
+                    key=lambda times: times["live_paired"],
                 )
                 times = runs[len(runs) // 2]  # the median run (the upper one of an even count)
-                ratio = times["live"] / times["cached"]
+                ratio = times["live_paired"]
                 worst = max(worst, ratio)
-                each = ", ".join(f"{run['live'] / run['cached']:.3f}" for run in runs)
+                each = ", ".join(f"{run['live_paired']:.3f}" for run in runs)
                 print(
                     f"{workload:6} batch {batch_size:4} x{nproc} process(es), blocks of "
                     f"{times['block_steps']:2} ({times['chunk_steps']} a chunk): ratio {ratio:.3f} "
                     f"(median of {len(runs)} processes: {each}); in that one: live "
                     f"{times['live'] * 1e3:8.3f} ms/step, cached "
-                    f"{times['cached'] * 1e3:8.3f} ms/step (means "
+                    f"{times['cached'] * 1e3:8.3f} ms/step (median blocks "
+                    f"{times['live'] / times['cached']:.3f}, means "
                     f"{times['live_mean'] / times['cached_mean']:.3f}, step medians "
                     f"{times['live_median'] / times['cached_median']:.3f}); premade "
                     f"{times['premade'] * 1e3:8.3f} ms/step: premade/cached "
-                    f"{times['premade'] / times['cached']:.3f}, live/premade "
-                    f"{times['live'] / times['premade']:.3f}; page faults a step: live "
-                    f"{times['live_faults']:.1f}, cached {times['cached_faults']:.1f}",
+                    f"{times['premade_paired']:.3f}, live/premade "
+                    f"{times['live_paired'] / times['premade_paired']:.3f}; page faults a step: "
+                    f"live {times['live_faults']:.1f}, cached {times['cached_faults']:.1f}",
                     flush=True,
                 )
     print(f"worst ratio: {worst:.3f}")
