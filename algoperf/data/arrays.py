@@ -190,7 +190,7 @@ def chunk_plans(
     `steps_per_chunk` batches at a time (infinite; nothing is dropped).
 
     Batches follow `global_batch_indices`. A framework gathers a plan's rows in one go
-    (`train_chunks` in numpy; `algoperf.torch.workload.tensor_train_batches` in torch).
+    (`train_chunks` in numpy; `algoperf.torch.chunks.tensor_train_batches` in torch).
     """
     shard = shard or Shard()
     rows = shard.rows(global_batch_size)

@@ -2,7 +2,7 @@
 and cut once, into buffers that are reused once nothing refers to them any more.
 
 Why reuse: on a VM every first touch of fresh memory is a page fault costing microseconds (3.5 us a
-4 KB page measured on this project's 2-vCPU CI machines), and an 8 MB chunk is 2,048 pages; a
+4 KB page measured on this project's 2-vCPU machines), and an 8 MB chunk is 2,048 pages; a
 buffer that is written again costs none. Why it is safe: a buffer is reused only when its storage's
 reference count says that no tensor outside the pool (a kept batch, a view or a numpy array of
 one, a tensor autograd saved) still refers to it; otherwise the pool makes a new one.
@@ -62,8 +62,8 @@ class ChunkBuffer:
         """key -> [steps, rows, ...]: batch `i` of the chunk is `batched[key][i]`."""
         self.flat = {key: value.flatten(0, 1) for key, value in self.batched.items()}
         """key -> [steps * rows, ...], the same memory (what a gather writes into)."""
-        self._raw = raw
         self._storage = raw.untyped_storage()  # kept: its handle is what the count is read from
+        del raw  # the count when idle: this object's views and storage handle, nothing else
         self._idle_count = self._use_count()
 
     def _use_count(self) -> int:
