@@ -27,6 +27,11 @@ it (one-by-one alternation did: ~2% on mnist).
 A third block kind, `premade`, cycles through distinct batches made before timing (>= 64 MB of
 them): the floor for any loader, since each step reads new data but no loader work is timed.
 premade/cached is what new data costs a step by itself; live/premade is the loader's own cost.
+A fourth, `copy`, is the least any loader of fresh data can do: once a chunk, one copy per key of
+the next chunk of premade batches (contiguous, already decoded) into a reused buffer, then a view
+a step; no indices, no gather, no decode. copy/cached is the floor a live loader is measured
+against on this machine: writing the bytes a step consumes is not free (on this project's 2-vCPU
+VMs it measured 1.06-1.09 for mnist x1, the live loader 1.08-1.12).
 Minor page faults a step (first touches of fresh memory, ~3.5 us each on this project's VMs) are
 printed for live and cached blocks; the torch stream reuses its chunk buffers
 (algoperf/torch/chunks.py), so its live count is ~0 (it was 4-30 a step with a new chunk array
@@ -60,11 +65,11 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUBMISSION = ROOT / "submissions" / "nadamw" / "submission_torch.py"
-# (workload, global batch size, rounds, warm-up steps, repeats); a round is one live, one cached
-# and one premade block of whole chunks (20 steps for mnist x1, 21 for cifar x1, twice that at 2
-# processes); `repeats` processes per case. mnist: the reference batch size; cifar: 32, not 128,
-# so a case takes minutes on 2 CPU cores (a smaller batch is the harder case: the loader's fixed
-# cost per batch weighs more) and one process (its 1 s steps vary less).
+# (workload, global batch size, rounds, warm-up steps, repeats); a round is one live, one cached,
+# one premade and one copy block of whole chunks (20 steps for mnist x1, 21 for cifar x1, twice
+# that at 2 processes); `repeats` processes per case. mnist: the reference batch size; cifar: 32,
+# not 128, so a case takes minutes on 2 CPU cores (a smaller batch is the harder case: the
+# loader's fixed cost per batch weighs more) and one process (its 1 s steps vary less).
 CASES = (("mnist", 128, 60, 50, 3), ("cifar", 32, 5, 2, 1))
 PREMADE_BYTES, MAX_PREMADE = 64 << 20, 400
 MIN_BLOCK_STEPS = 20
@@ -85,7 +90,8 @@ def write_cifar_files(folder: pathlib.Path, images_per_file: int = 10_000) -> No
 
 
 def worker(args: argparse.Namespace) -> int:
-    """One process of a case: live / cached / premade blocks in turn; rank 0 prints a JSON line."""
+    """One process of a case: live / cached / premade / copy blocks in turn; rank 0 prints a JSON
+    line."""
     warnings.filterwarnings("ignore")
     import torch
 
@@ -141,14 +147,28 @@ def worker(args: argparse.Namespace) -> int:
     # than this machine's 32 MB L3), so each step reads new data but no loader work is timed.
     batch_bytes = sum(value.nbytes for value in cached.values())
     premade_count = min(MAX_PREMADE, max(2 * block_steps, -(-PREMADE_BYTES // batch_bytes)))
-    premade = [
-        {key: value.clone() for key, value in next(input_queue).items()}
-        for _ in range(premade_count)
+    premade_count = -(-premade_count // chunk_steps) * chunk_steps  # whole chunks, for `copy`
+    batches = [next(input_queue) for _ in range(premade_count)]
+    premade = {key: torch.stack([batch[key] for batch in batches]) for key in cached}
+    del batches
+    premade_batches = [
+        {key: value[i] for key, value in premade.items()} for i in range(premade_count)
     ]
+
+    def copy_stream():
+        """The least a loader of fresh data does: write each chunk's bytes once (see above)."""
+        buffer = {key: torch.empty_like(value[:chunk_steps]) for key, value in premade.items()}
+        for start in itertools.cycle(range(0, premade_count, chunk_steps)):
+            for key, value in buffer.items():
+                value.copy_(premade[key][start : start + chunk_steps])
+            for i in range(chunk_steps):
+                yield {key: value[i] for key, value in buffer.items()}
+
     sources = {
         "live": lambda: next(input_queue),
         "cached": lambda: cached,
-        "premade": itertools.cycle(premade).__next__,
+        "premade": itertools.cycle(premade_batches).__next__,
+        "copy": copy_stream().__next__,
     }
 
     def block(source, steps: int) -> list[float]:
@@ -283,7 +303,9 @@ def main(argv=None) -> int:
                     f"{times['live_median'] / times['cached_median']:.3f}); premade "
                     f"{times['premade'] * 1e3:8.3f} ms/step: premade/cached "
                     f"{times['premade_paired']:.3f}, live/premade "
-                    f"{times['live_paired'] / times['premade_paired']:.3f}; page faults a step: "
+                    f"{times['live_paired'] / times['premade_paired']:.3f}; copy/cached "
+                    f"{times['copy_paired']:.3f} (the floor), live/copy "
+                    f"{times['live_paired'] / times['copy_paired']:.3f}; page faults a step: "
                     f"live {times['live_faults']:.1f}, cached {times['cached_faults']:.1f}",
                     flush=True,
                 )
