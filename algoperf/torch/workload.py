@@ -220,8 +220,9 @@ class TorchWorkload(SpecWorkload):
         if num_batches is not None:
             batches = itertools.islice(batches, num_batches)
         if device.type != "cuda":
-            # On CPUs the batch is made inside the step: a producer thread competes with the step
-            # for the cores and the GIL and measured slower (scripts/bench_dataloader.py).
+            # On CPUs the batch is made inside the step. A producer thread measured worse
+            # (scripts/bench_dataloader.py, mnist x1): with torch ops it starts a second OpenMP
+            # team that slowed every step ~2.7x; with numpy ops, live/cached 1.18 against 1.11.
             return batches if convert is None else map(convert, batches)
         # On GPUs the host is free while the device computes (the runner syncs after each step):
         # the next batches (numpy work, pinning) are made in a thread meanwhile, and the
