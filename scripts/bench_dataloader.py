@@ -25,7 +25,7 @@ steps, also keep a live step's cache misses from being charged to the cached ste
 it (one-by-one alternation did: ~2% on mnist).
 
 A third block kind, `premade`, cycles through distinct batches made before timing (>= 64 MB of
-them): the floor for any loader, since each step reads new data but no loader work is timed.
+them): each step reads new data but no loader work is timed.
 premade/cached is what new data costs a step by itself; live/premade is the loader's own cost.
 A fourth, `copy`, is the least any loader of fresh data can do: once a chunk, one copy per key of
 the next chunk of premade batches (contiguous, already decoded) into a reused buffer, then a view
