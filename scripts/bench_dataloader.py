@@ -143,7 +143,7 @@ def worker(args: argparse.Namespace) -> int:
         train_split, workload.shard.local_batch_size(args.global_batch_size)
     )
     block_steps = chunk_steps * -(-MIN_BLOCK_STEPS // chunk_steps)  # whole chunks, >= 20 steps
-    # The floor for any loader: distinct batches made before the clock (>= PREMADE_BYTES, more
+    # New data without loader work: distinct batches made before the clock (>= PREMADE_BYTES, more
     # than this machine's 32 MB L3), so each step reads new data but no loader work is timed.
     batch_bytes = sum(value.nbytes for value in cached.values())
     premade_count = min(MAX_PREMADE, max(2 * block_steps, -(-PREMADE_BYTES // batch_bytes)))
