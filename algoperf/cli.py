@@ -15,7 +15,7 @@ import time
 import typing
 
 from algoperf.config import RunConfig, field_docs
-from algoperf.tune import SweepConfig
+from algoperf.studies import SweepConfig
 
 # How long a rank other than 0 waits before printing its error (see _report_error).
 RANK_ERROR_GRACE_SEC = 3.0
@@ -181,7 +181,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_tune(args: argparse.Namespace) -> int:
     from algoperf import versions
-    from algoperf.tune import tune
+    from algoperf.studies import tune
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
     values = {

@@ -124,6 +124,22 @@ def trial_seed(rng_seed: int, trial_index: int) -> int:
     return _hash(0x7121A1, rng_seed, trial_index) % _MOD31
 
 
+def halton_seed(seed: int, study_index: int) -> int:
+    """The scrambling seed of one study's Halton sampler, stable across processes and Pythons.
+
+    Args:
+        seed: The tuning seed (non-negative).
+        study_index: The study number (non-negative).
+    """
+    return int(np.random.SeedSequence([seed, study_index]).generate_state(1)[0])
+
+
+def study_run_seed(sweep_seed: int, study: int, workload: str) -> int:
+    """The run seed of one (study, workload) of a sweep, from its seed (no salted hash())."""
+    name_code = int.from_bytes(workload.encode()[:16].ljust(16, b"\0"), "big")
+    return trial_seed(trial_seed(sweep_seed, study), name_code % (2**61))
+
+
 def seed_from_key(key) -> int:
     """An integer seed from a key of either framework (numpy pair or raw JAX key data)."""
     data = np.asarray(key).astype(np.uint64).ravel()

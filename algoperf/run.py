@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from algoperf import checkpoint, logs, rng, runner, tuning, versions
+from algoperf import checkpoint, logs, rng, runner, search_space, versions
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
@@ -55,8 +55,8 @@ def hyperparameter_points(config: RunConfig, run_seed: int) -> list:
     """One point per trial (external), or [None] (self-tuning)."""
     if config.tuning_ruleset == "self":
         return [None]
-    space = tuning.load_search_space(config.resolved_search_space)
-    return tuning.sample_points(
+    space = search_space.load_search_space(config.resolved_search_space)
+    return search_space.sample_points(
         space, config.num_tuning_trials, seed=run_seed, study_index=config.study_index
     )
 
@@ -209,11 +209,11 @@ class _Trial:
         hparams_path = self.trial_dir / "hparams.json"
         if self.hyperparameters is not None:
             if hparams_path.exists():  # resumed trial: keep the point it started with
-                self.hyperparameters = tuning.hparams_from_json(
+                self.hyperparameters = search_space.hparams_from_json(
                     json.loads(hparams_path.read_text())
                 )
             else:
-                logs.write_json(hparams_path, tuning.hparams_to_json(self.hyperparameters))
+                logs.write_json(hparams_path, search_space.hparams_to_json(self.hyperparameters))
         meta = {
             **logs.workload_properties(self.workload),
             **logs.system_info(),

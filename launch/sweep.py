@@ -17,7 +17,7 @@ import typing
 
 from algoperf import logs, versions
 from algoperf.config import RunConfig, field_docs
-from algoperf.tune import SweepConfig, sweep_configs
+from algoperf.studies import SweepConfig, sweep_configs
 
 LAUNCH_DIR = "_launch"
 """Bookkeeping folder inside the sweep's folder (the resolved sweep, job ids, submitit files)."""

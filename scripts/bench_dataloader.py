@@ -97,7 +97,7 @@ def worker(args: argparse.Namespace) -> int:
 
     import workloads
     from algoperf import rng as np_rng
-    from algoperf import tuning
+    from algoperf import search_space
     from algoperf.backend import get_backend
     from algoperf.data.arrays import steps_per_chunk
     from algoperf.data.prefetch import Prefetcher
@@ -114,8 +114,8 @@ def worker(args: argparse.Namespace) -> int:
     backend = get_backend("pytorch")
     workload = workloads.load(args.workload, "pytorch")
     submission = load_submission(SUBMISSION)
-    space = tuning.load_search_space(SUBMISSION.parent / "tuning_search_space.json")
-    hyperparameters = tuning.sample_points(space, 1, seed=0)[0]
+    space = search_space.load_search_space(SUBMISSION.parent / "tuning_search_space.json")
+    hyperparameters = search_space.sample_points(space, 1, seed=0)[0]
     data_rng = np_rng.prng_key(0)
     if args.loader == "queue":
         input_queue = workload._build_input_queue(

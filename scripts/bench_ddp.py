@@ -35,7 +35,7 @@ def worker(args: argparse.Namespace) -> int:
 
     import workloads
     from algoperf import rng as np_rng
-    from algoperf import tuning
+    from algoperf import search_space
     from algoperf.backend import get_backend
     from algoperf.process import configure_process
     from algoperf.submission import load_submission
@@ -45,8 +45,8 @@ def worker(args: argparse.Namespace) -> int:
     backend = get_backend("pytorch")
     workload = workloads.load(args.workload, "pytorch")
     submission = load_submission(SUBMISSION)
-    space = tuning.load_search_space(SUBMISSION.parent / "tuning_search_space.json")
-    hyperparameters = tuning.sample_points(space, 1, seed=0)[0]
+    space = search_space.load_search_space(SUBMISSION.parent / "tuning_search_space.json")
+    hyperparameters = search_space.sample_points(space, 1, seed=0)[0]
     input_queue = workload._build_input_queue(
         np_rng.prng_key(0), "train", args.data_dir, args.global_batch_size
     )

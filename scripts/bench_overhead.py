@@ -27,7 +27,7 @@ import torch
 
 import workloads
 from algoperf import rng as np_rng
-from algoperf import tuning
+from algoperf import search_space
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import PACKAGE_ROOT
@@ -58,8 +58,8 @@ def without_eval(workload):
 
 
 def hyperparameters():
-    space = tuning.load_search_space(SUBMISSION.parent / "tuning_search_space.json")
-    return tuning.sample_points(space, 1, seed=0)[0]
+    space = search_space.load_search_space(SUBMISSION.parent / "tuning_search_space.json")
+    return search_space.sample_points(space, 1, seed=0)[0]
 
 
 def fresh_model(workload, compiled: bool):

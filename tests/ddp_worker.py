@@ -71,10 +71,10 @@ def main(argv=None) -> int:
     from algoperf import rng as np_rng
     from algoperf.data.sharding import Shard
     from algoperf.process import configure_process
+    from algoperf.search_space import hparams_from_json
     from algoperf.submission import load_submission
     from algoperf.torch.distributed import init_process_group, shutdown_and_exit
     from algoperf.torch.workload import to_torch, unwrap
-    from algoperf.tuning import hparams_from_json
 
     configure_process("pytorch", "v1.0", deterministic=True)
     info = init_process_group()

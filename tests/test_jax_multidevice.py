@@ -65,8 +65,8 @@ def worker(out: str, data_dir: str) -> None:
     import workloads
     from algoperf.jax import sharding
     from algoperf.process import configure_process
+    from algoperf.search_space import hparams_from_json
     from algoperf.submission import load_submission
-    from algoperf.tuning import hparams_from_json
     from workloads.mnist.input_pipeline import fake_batch
 
     configure_process("jax", "v1.0")

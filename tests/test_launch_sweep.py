@@ -15,7 +15,7 @@ from slurm_fixture import TRIAL_KEYS, launch, metric_rows, sweep_text, wait_unti
 
 from algoperf import logs
 from algoperf.cli import main
-from algoperf.tune import SweepConfig, sweep_configs
+from algoperf.studies import SweepConfig, sweep_configs
 from launch import state
 from launch import sweep as sweep_module
 from launch import trial as trial_files

@@ -15,7 +15,7 @@ import pytest
 
 import workloads
 from algoperf import rng as np_rng
-from algoperf import spec, tuning
+from algoperf import search_space, spec
 from algoperf.config import PACKAGE_ROOT
 from algoperf.submission import load_submission
 
@@ -42,7 +42,7 @@ def first_losses(framework: str, tmp_path, steps: int = 5) -> list[float]:
     warnings.filterwarnings("ignore", message="MNIST not found")
     file = "submission_torch.py" if framework == "pytorch" else "submission_jax.py"
     submission = load_submission(PACKAGE_ROOT / "submissions" / "nadamw" / file)
-    hp = tuning.sample_points(tuning.load_search_space(SEARCH_SPACE), 1, seed=0)[0]
+    hp = search_space.sample_points(search_space.load_search_space(SEARCH_SPACE), 1, seed=0)[0]
     workload = workloads.load("mnist", framework, allow_download=False)
     if framework == "pytorch":
         import torch

@@ -22,7 +22,7 @@ import pytest
 
 import workloads
 from algoperf import rng as np_rng
-from algoperf.tuning import load_search_space, sample_points
+from algoperf.search_space import load_search_space, sample_points
 from submissions.common import batch_sizes, schedules
 
 SUBMISSIONS_DIR = pathlib.Path(__file__).resolve().parents[1] / "submissions"
@@ -438,7 +438,7 @@ import importlib.util, sys, warnings
 import numpy as np, torch
 from algoperf.torch.distributed import init_process_group, shutdown_and_exit
 from algoperf import rng as np_rng
-from algoperf.tuning import load_search_space, sample_points
+from algoperf.search_space import load_search_space, sample_points
 import workloads
 from workloads.mnist.input_pipeline import fake_batch
 

@@ -38,8 +38,9 @@ from typing import Any
 import pandas as pd
 
 import workloads
-from algoperf import logs, tuning, versions
+from algoperf import logs, versions
 from algoperf.scoring.read import TIME_COLUMNS, WORKLOAD_DIR
+from algoperf.search_space import SearchSpace, load_search_space, point_in_space
 
 EVAL_PERIOD_TOLERANCE_S = 1.0
 """Slack for the eval-period rule: under DDP the runner agrees times by max across ranks,
@@ -206,7 +207,7 @@ def _search_space_path(context: TrialContext) -> pathlib.Path | None:
 
 
 def check_hparams(
-    trial_dir: pathlib.Path, context: TrialContext, space: tuning.SearchSpace | None
+    trial_dir: pathlib.Path, context: TrialContext, space: SearchSpace | None
 ) -> tuple[list[str], bool]:
     """(violations, whether the point was checked against a space)."""
     path = trial_dir / "hparams.json"
@@ -220,7 +221,7 @@ def check_hparams(
         if space_path is None:
             return [], False
         try:
-            space = tuning.load_search_space(space_path)
+            space = load_search_space(space_path)
         except (OSError, ValueError) as error:
             return [f"cannot load the search space {space_path}: {error}"], True
     try:
@@ -229,7 +230,7 @@ def check_hparams(
         return [f"hparams.json is not valid JSON: {error}"], True
     if not isinstance(point, dict):
         return ["hparams.json is not a JSON object"], True
-    return [f"hparams.json {problem}" for problem in tuning.point_in_space(space, point)], True
+    return [f"hparams.json {problem}" for problem in point_in_space(space, point)], True
 
 
 def _row_rules(rows: pd.DataFrame, context: TrialContext, tolerance_s: float) -> list[tuple]:
@@ -289,7 +290,7 @@ def _row_rules(rows: pd.DataFrame, context: TrialContext, tolerance_s: float) ->
 def check_trial(
     trial_dir: str | pathlib.Path,
     *,
-    search_space: tuning.SearchSpace | None = None,
+    search_space: SearchSpace | None = None,
     version: str | None = None,
     tolerance_s: float = EVAL_PERIOD_TOLERANCE_S,
 ) -> TrialReport:
@@ -313,7 +314,7 @@ def check_trial(
 def check_logs(
     directory: str | pathlib.Path,
     *,
-    search_space: tuning.SearchSpace | None = None,
+    search_space: SearchSpace | None = None,
     version: str | None = None,
     tolerance_s: float = EVAL_PERIOD_TOLERANCE_S,
 ) -> list[TrialReport]:

@@ -169,12 +169,12 @@ def command_score(args: argparse.Namespace) -> int:
 
 def command_check_logs(args: argparse.Namespace) -> int:
     """Runs `algoperf check-logs`; 0 if no violation, 1 if any, 2 on bad input."""
-    from algoperf import tuning
     from algoperf.scoring import check_logs
+    from algoperf.search_space import load_search_space
 
     tolerance = check_logs.EVAL_PERIOD_TOLERANCE_S if args.tolerance_s is None else args.tolerance_s
     try:
-        space = None if args.search_space is None else tuning.load_search_space(args.search_space)
+        space = None if args.search_space is None else load_search_space(args.search_space)
         reports = check_logs.check_logs(
             args.directory,
             search_space=space,

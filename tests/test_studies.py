@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from algoperf.config import RunConfig
-from algoperf.tune import SweepConfig, sweep_configs
+from algoperf.studies import SweepConfig, sweep_configs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -43,12 +43,6 @@ class SweepConfig:
         return range(start, end)
 
 
-def study_seed(sweep_seed: int, study: int, workload: str) -> int:
-    """A stable seed per (study, workload) from the sweep's seed (no salted hash())."""
-    name_code = int.from_bytes(workload.encode()[:16].ljust(16, b"\0"), "big")
-    return rng.trial_seed(rng.trial_seed(sweep_seed, study), name_code % (2**61))
-
-
 def sweep_configs(base: RunConfig, sweep: SweepConfig) -> list[RunConfig]:
     """One RunConfig per (study, workload), in the order they run."""
     if base.rng_seed is None:
@@ -70,7 +64,7 @@ def sweep_configs(base: RunConfig, sweep: SweepConfig) -> list[RunConfig]:
                     experiment_name=f"{name}/study_{study}",
                     study_index=study,
                     num_tuning_trials=num_trials,
-                    rng_seed=study_seed(base.rng_seed, study, workload),
+                    rng_seed=rng.study_run_seed(base.rng_seed, study, workload),
                     overwrite=False,
                     resume_last_run=True,
                 )

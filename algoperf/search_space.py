@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from algoperf import rng
+
 SCALINGS = ("linear", "log")
 # Range bounds are checked with this relative tolerance (JSON round-trips and exp/log rounding).
 RANGE_RTOL = 1e-6
@@ -255,16 +257,6 @@ def _parse_list_form(content: Sequence) -> SearchSpace:
 # Sampling
 
 
-def study_seed(seed: int, study_index: int) -> int:
-    """The Halton scrambling seed of one study, stable across processes and Python versions.
-
-    Args:
-        seed: The tuning seed (non-negative).
-        study_index: The study number (non-negative).
-    """
-    return int(np.random.SeedSequence([seed, study_index]).generate_state(1)[0])
-
-
 def sample_points(
     space: SearchSpace, num_trials: int, *, seed: int, study_index: int = 0
 ) -> list[Any]:
@@ -302,7 +294,7 @@ def sample_points(
     if varying:
         from scipy.stats import qmc  # imported here: scipy.stats takes seconds to load
 
-        sampler = qmc.Halton(d=len(varying), scramble=True, seed=study_seed(seed, study_index))
+        sampler = qmc.Halton(d=len(varying), scramble=True, seed=rng.halton_seed(seed, study_index))
         unit_points = sampler.random(num_trials)
     else:
         unit_points = np.zeros((num_trials, 0))
