@@ -1,7 +1,7 @@
-"""`python -m algoperf` (also what torchrun runs with `-m algoperf`)."""
+"""`python -m algoperf` (also what torchrun runs with `-m algoperf`): the command lives in cli/."""
 
 import sys
 
-from algoperf.cli import main
+from cli.main import main
 
 sys.exit(main())

@@ -17,6 +17,7 @@ import typing
 
 from algoperf import logs, versions
 from algoperf.config import RunConfig, field_docs
+from algoperf.config_args import add_config_arguments
 from algoperf.studies import SweepConfig, sweep_configs
 
 LAUNCH_DIR = "_launch"
@@ -139,8 +140,6 @@ class Sweep:
         Raises:
           ValueError: an unknown flag, a bad value, or a flag the sweep sets itself.
         """
-        from algoperf.cli import add_config_arguments
-
         parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
         add_config_arguments(parser)
         try:

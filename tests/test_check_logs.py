@@ -12,8 +12,11 @@ import pytest
 pytest.importorskip("pandas")  # the `scoring` extra
 
 import workloads  # noqa: E402
-from algoperf.scoring import check_logs, cli  # noqa: E402
+from algoperf.scoring import check_logs  # noqa: E402
+from cli.catalog import workload_catalog  # noqa: E402
+from cli.scoring import add_commands  # noqa: E402
 
+CATALOG = workload_catalog()
 VERSION = "v1.0"
 WORKLOAD = workloads.SCORED_WORKLOADS[VERSION][0]
 SPEC = workloads.get_spec(WORKLOAD)
@@ -88,13 +91,13 @@ def clean_trial(tmp_path):
 
 def run_cli(*argv) -> int:
     parser = argparse.ArgumentParser(prog="algoperf")
-    cli.add_commands(parser.add_subparsers(dest="command"))
+    add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["check-logs", *map(str, argv)])
     return args.func(args)
 
 
 def rules(trial_dir, **kwargs) -> list[str]:
-    return [v.rule for v in check_logs.check_trial(trial_dir, **kwargs).violations]
+    return [v.rule for v in check_logs.check_trial(trial_dir, catalog=CATALOG, **kwargs).violations]
 
 
 def test_clean_trial_passes(clean_trial, capsys):
@@ -107,7 +110,7 @@ def test_testing_only_workload_options_are_flagged(clean_trial):
     flags = json.loads((clean_trial / "flags_0.json").read_text())
     flags["workload_options"] = "image_size=32,num_workers=0"
     (clean_trial / "flags_0.json").write_text(json.dumps(flags))
-    report = check_logs.check_trial(clean_trial)
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
     assert [v.rule for v in report.violations] == ["workload_options"]
     assert "image_size=32" in report.violations[0].detail
     flags["workload_options"] = ""  # the default: nothing to flag
@@ -119,7 +122,7 @@ def test_evals_too_close(clean_trial):
     rows = clean_rows()
     rows[2]["total_duration"] -= 50  # eval 3 ends 50 s early: gap P − 50 after eval 2
     write_rows(clean_trial, rows)
-    report = check_logs.check_trial(clean_trial)
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
     assert [v.rule for v in report.violations] == ["eval_period"]
     assert "evals 2 and 3" in report.violations[0].detail
     # Within the tolerance it passes.
@@ -156,7 +159,7 @@ def test_row_past_the_budget(clean_trial):
 
 def test_hparams_outside_the_space(clean_trial, tmp_path, capsys):
     (clean_trial / "hparams.json").write_text(json.dumps({"learning_rate": 0.5, "beta1": 0.9}))
-    report = check_logs.check_trial(clean_trial)
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
     assert [v.rule for v in report.violations] == ["hparams"]
     assert "learning_rate" in report.violations[0].detail
     # --search_space overrides the flags' space.
@@ -179,7 +182,9 @@ def test_folder_name_fallback_and_bad_input(tmp_path, capsys):
     trial_dir.mkdir(parents=True)
     write_rows(trial_dir, clean_rows())
     (trial_dir / "hparams.json").write_text(json.dumps({"learning_rate": 1e-3, "beta1": 0.9}))
-    report = check_logs.check_trial(trial_dir)  # no flags: workload from the folder, v1.0
+    report = check_logs.check_trial(
+        trial_dir, catalog=CATALOG
+    )  # no flags: workload from the folder, v1.0
     assert report.violations == [] and not report.hparams_checked
     assert run_cli(tmp_path) == 0
     assert "hparams not checked in 1" in capsys.readouterr().out

@@ -14,8 +14,8 @@ import pytest
 from slurm_fixture import TRIAL_KEYS, launch, metric_rows, sweep_text, wait_until
 
 from algoperf import logs
-from algoperf.cli import main
 from algoperf.studies import SweepConfig, sweep_configs
+from cli.main import main
 from launch import state
 from launch import sweep as sweep_module
 from launch import trial as trial_files

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -15,8 +16,12 @@ import pytest
 pd = pytest.importorskip("pandas")  # the `scoring` extra
 
 import workloads  # noqa: E402
-from algoperf.scoring import cli, read, score, targets  # noqa: E402
+from algoperf.scoring import read, score, targets  # noqa: E402
+from algoperf.scoring.catalog import WorkloadCatalog  # noqa: E402
+from cli.catalog import workload_catalog  # noqa: E402
+from cli.scoring import add_commands  # noqa: E402
 
+CATALOG = workload_catalog()
 V06 = workloads.SCORED_WORKLOADS["v0.6"]
 # LOW: a minimised metric; HIGH: a maximised one; THIRD: any other v0.6 base workload.
 LOW = next(w for w in V06 if not workloads.get_spec(w).higher_is_better)
@@ -109,25 +114,49 @@ def build_v06_tree(root):
 def v06(tmp_path_factory):
     root = tmp_path_factory.mktemp("v06")
     build_v06_tree(root)
-    target_set = targets.load_targets("v0.6")
-    logs = read.read_logs(root, target_set)
+    target_set = targets.load_targets("v0.6", catalog=CATALOG)
+    logs = read.read_logs(root, target_set, catalog=CATALOG)
     return root, target_set, logs, score.score_logs(logs, target_set)
 
 
 def test_targets_come_from_the_registry():
-    v10 = targets.targets_for("v1.0")
-    assert len(v10) == 9 and len(targets.targets_for("v0.6")) == 8
-    assert len(targets.targets_for("v0.5")) == 14
+    v10 = targets.targets_for("v1.0", catalog=CATALOG)
+    assert len(v10) == 9 and len(targets.targets_for("v0.6", catalog=CATALOG)) == 8
+    assert len(targets.targets_for("v0.5", catalog=CATALOG)) == 14
     spec = workloads.get_spec(LOW)
-    assert targets.targets_for("0.6")[LOW] == (
+    assert targets.targets_for("0.6", catalog=CATALOG)[LOW] == (
         spec.target_metric_name,
         spec.validation_target,
         False,
     )
     assert ("ppl", 22.2995, False) in v10.values()
-    target_set = targets.target_set_for("v0.5")
+    target_set = targets.target_set_for("v0.5", catalog=CATALOG)
     assert set(target_set.held_out) == set(workloads.HELD_OUT_WORKLOADS["v0.5"])
     assert all(workloads.base_name(v) == b for v, b in target_set.held_out.items())
+
+
+def test_scoring_takes_its_workload_facts_from_the_catalog_passed_in():
+    toy = dataclasses.replace(
+        workloads.get_spec(LOW), name="toy", base="toy", validation_target=0.5
+    )
+    variant = dataclasses.replace(toy, name="toy_variant", validation_target=0.25)
+    catalog = WorkloadCatalog(
+        specs={"toy": toy, "toy_variant": variant},
+        scored={"v0.5": ("toy",)},
+        held_out={"v0.5": ("toy_variant",)},
+    )
+    target_set = targets.target_set_for("v0.5", catalog=catalog)
+    assert target_set.base_workloads == ("toy",) and dict(target_set.held_out) == {
+        "toy_variant": "toy"
+    }
+    assert target_set.target_of("toy_variant").target == 0.25
+    assert target_set.budgets["toy"] == toy.budgets["v0.5"].max_allowed_runtime_sec
+    with pytest.raises(ValueError, match="no scored workloads for v1.0"):
+        targets.target_set_for("v1.0", catalog=catalog)
+    with pytest.raises(ValueError, match="lists unknown workloads"):
+        WorkloadCatalog(specs={}, scored={"v0.5": ("toy",)}, held_out={})
+    with pytest.raises(ValueError, match="unknown workload 'nope'"):
+        catalog.spec("nope")
 
 
 def test_read_merges_copies_and_ignores_strays(v06):
@@ -203,10 +232,13 @@ def test_profiles_and_scores(v06):
 
 def test_speedups_against_the_first_submission(v06):
     _, target_set, _, result = v06
-    stand_ins = score.infinity_stand_ins(target_set, self_tuning=False)
+    stand_ins = score.infinity_stand_ins(target_set, catalog=CATALOG, self_tuning=False)
     budget = workloads.get_spec(HIGH).budgets["v0.5"].max_allowed_runtime_sec
     assert stand_ins[HIGH] == budget + 1
-    assert score.infinity_stand_ins(target_set, self_tuning=True)[HIGH] == 3 * budget + 1
+    assert (
+        score.infinity_stand_ins(target_set, catalog=CATALOG, self_tuning=True)[HIGH]
+        == 3 * budget + 1
+    )
     table = score.speedups(result.times, "alpha", stand_ins).set_index("submission")
     # beta vs alpha: LOW 700/400; HIGH ∞ -> stand-in over 1100; THIRD 300 over alpha's stand-in.
     expected = [700 / 400, stand_ins[HIGH] / 1100, 300 / stand_ins[THIRD]]
@@ -261,8 +293,8 @@ def test_v05_held_out_gates(tmp_path):
     }
     for (submission, workload), rows in cells.items():
         write_trial(tmp_path, submission, "study_0", workload, "trial_1", rows)
-    target_set = targets.load_targets("v0.5")
-    result = score.score_logs(read.read_logs(tmp_path, target_set), target_set)
+    target_set = targets.load_targets("v0.5", catalog=CATALOG)
+    result = score.score_logs(read.read_logs(tmp_path, target_set, catalog=CATALOG), target_set)
     assert result.times.loc["q", v2] == 300 and result.times.loc["p", v2] == 50
     assert list(result.scored_times.columns) == list(workloads.SCORED_WORKLOADS["v0.5"])
     cut = result.scored_times
@@ -298,16 +330,16 @@ def test_strict_checks(tmp_path, capsys):
         w: {"metric": workloads.get_spec(w).target_metric_name, "target": 1.0} for w in (LOW, HIGH)
     }
     targets_file.write_text(json.dumps(entries))
-    target_set = targets.load_targets(targets_file)
-    logs = read.read_logs(tmp_path, target_set)
+    target_set = targets.load_targets(targets_file, catalog=CATALOG)
+    logs = read.read_logs(tmp_path, target_set, catalog=CATALOG)
     assert score.strict_problems(logs, target_set, self_tuning=False) == []
-    v06 = targets.load_targets("v0.6")
-    assert score.strict_problems(read.read_logs(tmp_path, v06), v06, self_tuning=True) == [
-        "expected 8 workloads but found 2 for submission 'only'"
-    ]
+    v06 = targets.load_targets("v0.6", catalog=CATALOG)
+    assert score.strict_problems(
+        read.read_logs(tmp_path, v06, catalog=CATALOG), v06, self_tuning=True
+    ) == ["expected 8 workloads but found 2 for submission 'only'"]
     shutil.rmtree(tmp_path / "only" / "study_2" / f"{HIGH}_pytorch")
     shutil.rmtree(tmp_path / "only" / "study_1" / f"{LOW}_pytorch" / "trial_5")
-    logs = read.read_logs(tmp_path, target_set)
+    logs = read.read_logs(tmp_path, target_set, catalog=CATALOG)
     problems = score.strict_problems(logs, target_set, self_tuning=False)
     assert len(problems) == 2
     assert "expected 3 studies" in problems[0] or "expected 3 studies" in problems[1]
@@ -327,7 +359,7 @@ def test_strict_checks(tmp_path, capsys):
 
 def make_parser():
     parser = argparse.ArgumentParser(prog="algoperf")
-    cli.add_commands(parser.add_subparsers(dest="command"))
+    add_commands(parser.add_subparsers(dest="command"))
     return parser
 
 
@@ -381,20 +413,20 @@ def write_unknown_workload(root):
 def test_bad_input_errors(tmp_path, setup, message):
     setup(tmp_path)
     with pytest.raises(ValueError, match=message):
-        read.read_logs(tmp_path, targets.load_targets("v0.6"))
+        read.read_logs(tmp_path, targets.load_targets("v0.6", catalog=CATALOG), catalog=CATALOG)
 
 
 def test_missing_directory_and_bad_csv(tmp_path, capsys):
-    target_set = targets.load_targets("v0.6")
+    target_set = targets.load_targets("v0.6", catalog=CATALOG)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        read.read_logs(tmp_path / "absent", target_set)
+        read.read_logs(tmp_path / "absent", target_set, catalog=CATALOG)
     folder = write_trial(tmp_path, "s", "st", LOW, "trial_1", [(1, 1)])
     (folder / "eval_measurements.csv").write_text("global_step,validation/other\n1,2\n")
     with pytest.raises(ValueError, match="no 'score' or 'accumulated_submission_time'"):
-        read.read_logs(tmp_path, target_set)
+        read.read_logs(tmp_path, target_set, catalog=CATALOG)
     (folder / "eval_measurements.csv").write_text("score,global_step\n1,2\n")
     with pytest.raises(ValueError, match="validation/"):
-        read.read_logs(tmp_path, target_set)
+        read.read_logs(tmp_path, target_set, catalog=CATALOG)
     with pytest.raises(ValueError, match="unknown to the targets"):
         target_set.target_of("not_a_workload")
     parser = make_parser()
@@ -410,7 +442,7 @@ def test_both_frameworks_is_an_error(tmp_path):
     write_trial(tmp_path, "s", "st", LOW, "trial_1", [(1, 1)], framework="jax")
     write_trial(tmp_path, "s", "st", LOW, "trial_1", [(1, 1)], framework="pytorch")
     with pytest.raises(ValueError, match="both _jax and _pytorch"):
-        read.read_logs(tmp_path, targets.load_targets("v0.6"))
+        read.read_logs(tmp_path, targets.load_targets("v0.6", catalog=CATALOG), catalog=CATALOG)
 
 
 def test_targets_files(tmp_path):
@@ -432,15 +464,15 @@ def test_targets_files(tmp_path):
     }
     path = tmp_path / "upstream.json"
     path.write_text(json.dumps(upstream))
-    loaded = targets.load_targets(path)
+    loaded = targets.load_targets(path, catalog=CATALOG)
     assert loaded.base_workloads == (LOW, HIGH) and loaded.version == "v0.6"
     assert dict(loaded.held_out) == {spec.variants[0]: LOW}
     assert loaded.targets[LOW] == (spec.target_metric_name, spec.validation_target, False)
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"custom": {"metric": "accuracy", "target": 0.5}}))
-    assert targets.load_targets(short).targets["custom"] == ("accuracy", 0.5, True)
+    assert targets.load_targets(short, catalog=CATALOG).targets["custom"] == ("accuracy", 0.5, True)
     short.write_text(json.dumps({"custom": {"metric": "mystery", "target": 0.5}}))
     with pytest.raises(ValueError, match="goal"):
-        targets.load_targets(short)
+        targets.load_targets(short, catalog=CATALOG)
     with pytest.raises(FileNotFoundError, match="neither a benchmark version"):
-        targets.load_targets(tmp_path / "nope.json")
+        targets.load_targets(tmp_path / "nope.json", catalog=CATALOG)

@@ -5,7 +5,8 @@ version and ruleset come from `flags_0.json` / `meta_data_0.json`, else from the
 `<workload>_<framework>` with the default version. Rules (`rule` in each violation):
 
 - `columns`: the CSV has the columns the other rules read.
-- `workload`: the workload and version are known to the registry.
+- `workload`: the workload and version are known to the registry (the `WorkloadCatalog` the
+  command layer passes in).
 - `score_monotone`: `score` (submission time) never decreases from one eval to the next.
 - `eval_period`: consecutive evals are at least the workload's eval period apart. The runner
   starts an eval once `eval_period` s of wall time have passed since the previous eval *and its
@@ -37,10 +38,11 @@ from typing import Any
 
 import pandas as pd
 
-import workloads
 from algoperf import logs, versions
+from algoperf.scoring.catalog import WorkloadCatalog
 from algoperf.scoring.read import TIME_COLUMNS, WORKLOAD_DIR
 from algoperf.search_space import SearchSpace, load_search_space, point_in_space
+from algoperf.workload_spec import WorkloadSpec
 
 EVAL_PERIOD_TOLERANCE_S = 1.0
 """Slack for the eval-period rule: under DDP the runner agrees times by max across ranks,
@@ -65,6 +67,8 @@ class TrialContext:
     """What a trial was run as."""
 
     workload: str
+    spec: WorkloadSpec
+    """The workload's spec (targets, budgets), from the catalog."""
     version: str
     self_tuning: bool
     flags: dict[str, Any]
@@ -102,11 +106,13 @@ def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
-def trial_context(trial_dir: pathlib.Path, version: str | None = None) -> TrialContext:
+def trial_context(
+    trial_dir: pathlib.Path, *, catalog: WorkloadCatalog, version: str | None = None
+) -> TrialContext:
     """The workload, version and ruleset a trial ran under.
 
     Raises:
-        ValueError: They cannot be told, or the registry does not know them.
+        ValueError: They cannot be told, or the catalog does not know them.
     """
     flags = _read_json(trial_dir / "flags_0.json") or {}
     meta = _read_json(trial_dir / "meta_data_0.json") or {}
@@ -126,9 +132,11 @@ def trial_context(trial_dir: pathlib.Path, version: str | None = None) -> TrialC
         or versions.DEFAULT_VERSION
     )
     version = versions.get_version(str(version)).name
-    workloads.get_spec(workload).budget(version)  # clear error if unknown or not in version
+    spec = catalog.spec(workload)
+    spec.budget(version)  # clear error if unknown or not in version
     return TrialContext(
         workload=workload,
+        spec=spec,
         version=version,
         self_tuning=flags.get("tuning_ruleset") == "self",
         flags=flags,
@@ -235,7 +243,7 @@ def check_hparams(
 
 def _row_rules(rows: pd.DataFrame, context: TrialContext, tolerance_s: float) -> list[tuple]:
     """(rule, detail) pairs of the CSV-based rules."""
-    spec = workloads.get_spec(context.workload)
+    spec = context.spec
     budget = spec.budget(context.version)
     metric = f"validation/{spec.target_metric_name}"
     time_column = next((c for c in TIME_COLUMNS if c in rows.columns), None)
@@ -290,6 +298,7 @@ def _row_rules(rows: pd.DataFrame, context: TrialContext, tolerance_s: float) ->
 def check_trial(
     trial_dir: str | pathlib.Path,
     *,
+    catalog: WorkloadCatalog,
     search_space: SearchSpace | None = None,
     version: str | None = None,
     tolerance_s: float = EVAL_PERIOD_TOLERANCE_S,
@@ -298,7 +307,7 @@ def check_trial(
     trial_dir = pathlib.Path(trial_dir)
     where = str(trial_dir)
     try:
-        context = trial_context(trial_dir, version)
+        context = trial_context(trial_dir, catalog=catalog, version=version)
     except ValueError as error:
         return TrialReport(where, [Violation(where, "workload", str(error))], True)
     try:
@@ -314,11 +323,12 @@ def check_trial(
 def check_logs(
     directory: str | pathlib.Path,
     *,
+    catalog: WorkloadCatalog,
     search_space: SearchSpace | None = None,
     version: str | None = None,
     tolerance_s: float = EVAL_PERIOD_TOLERANCE_S,
 ) -> list[TrialReport]:
-    """Checks every trial under `directory`.
+    """Checks every trial under `directory` against the workloads of `catalog`.
 
     Raises:
         FileNotFoundError: `directory` does not exist.
@@ -328,6 +338,12 @@ def check_logs(
     if not trial_dirs:
         raise ValueError(f"no {logs.EVAL_FILE} under {directory}; nothing to check")
     return [
-        check_trial(path, search_space=search_space, version=version, tolerance_s=tolerance_s)
+        check_trial(
+            path,
+            catalog=catalog,
+            search_space=search_space,
+            version=version,
+            tolerance_s=tolerance_s,
+        )
         for path in trial_dirs
     ]

@@ -14,8 +14,8 @@ import re
 
 import pandas as pd
 
-import workloads
 from algoperf import logs
+from algoperf.scoring.catalog import WorkloadCatalog
 from algoperf.scoring.targets import Target, TargetSet
 
 WORKLOAD_DIR = re.compile(r"^(?P<workload>.+)_(?P<framework>jax|pytorch)$")
@@ -115,10 +115,12 @@ def _trial_folders(workload_dir: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
-def _scan(root: pathlib.Path, folders, targets: TargetSet) -> tuple[list[dict], dict[str, str]]:
+def _scan(
+    root: pathlib.Path, folders, targets: TargetSet, catalog: WorkloadCatalog
+) -> tuple[list[dict], dict[str, str]]:
     """Every readable trial (scored or registered-but-unscored), and the ignored workload
     folders that hold readable trials (path -> workload)."""
-    known = set(workloads.names())
+    known = set(catalog.names())
     records, ignored = [], {}
     for name, paths in folders.items():
         for submission_dir in paths:
@@ -160,8 +162,13 @@ def _check_one_framework(trials: pd.DataFrame) -> None:
         )
 
 
-def read_logs(directory: str | pathlib.Path, targets: TargetSet) -> Logs:
+def read_logs(
+    directory: str | pathlib.Path, targets: TargetSet, *, catalog: WorkloadCatalog
+) -> Logs:
     """Reads every submission under `directory` for the workloads `targets` scores.
+
+    Trials of registered workloads (`catalog`) that `targets` does not score are listed too,
+    unscored: --strict counts them.
 
     Raises:
         FileNotFoundError: `directory` does not exist.
@@ -171,7 +178,7 @@ def read_logs(directory: str | pathlib.Path, targets: TargetSet) -> Logs:
     """
     root = pathlib.Path(directory)
     folders = submission_folders(root)
-    records, ignored = _scan(root, folders, targets)
+    records, ignored = _scan(root, folders, targets, catalog)
     notes = [
         f"ignored {path}: {workload!r} is not scored by the targets {targets.label}"
         for path, workload in ignored.items()

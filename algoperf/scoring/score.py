@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-import workloads
 from algoperf import versions
+from algoperf.scoring.catalog import WorkloadCatalog
 from algoperf.scoring.read import Logs
 from algoperf.scoring.targets import TargetSet, reached
 
@@ -228,12 +228,15 @@ def strict_problems(logs: Logs, targets: TargetSet, *, self_tuning: bool) -> lis
     return problems
 
 
-def infinity_stand_ins(targets: TargetSet, *, self_tuning: bool) -> dict[str, float]:
+def infinity_stand_ins(
+    targets: TargetSet, *, catalog: WorkloadCatalog, self_tuning: bool
+) -> dict[str, float]:
     """§7.9's stand-in for ∞ per base workload: factor × the v0.5 budget + 1 s.
 
     factor is v0.5's self-tuning budget factor (3) under --self_tuning_ruleset, else 1. A
-    workload without a v0.5 budget (newer than v0.5) uses the scored version's budget and
-    self-tuning factor instead; one without any known budget is left out.
+    workload without a v0.5 budget in `catalog` (newer than v0.5, or unregistered) uses the
+    scored version's budget and self-tuning factor instead; one without any known budget is
+    left out.
     """
     old = versions.get_version(SPEEDUP_BUDGET_VERSION)
     current_factor = 1.0
@@ -242,8 +245,8 @@ def infinity_stand_ins(targets: TargetSet, *, self_tuning: bool) -> dict[str, fl
     stand_ins = {}
     for workload in targets.base_workloads:
         budget = None
-        if workload in workloads.names():
-            budget = workloads.get_spec(workload).budgets.get(old.name)
+        if workload in catalog.specs:
+            budget = catalog.spec(workload).budgets.get(old.name)
         if budget is not None:
             factor = old.self_tuning_budget_factor if self_tuning else 1.0
             stand_ins[workload] = factor * budget.max_allowed_runtime_sec + 1.0

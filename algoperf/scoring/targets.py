@@ -2,7 +2,8 @@
 
 A `TargetSet` says which workloads are scored (base and held-out, RULES.md §6), each one's
 validation metric, target and direction, and each held-out variant's base. Nothing here names a
-workload; every fact comes from the registry (`workloads`) or the user's file.
+workload; every fact comes from a `WorkloadCatalog` (the command layer builds it from the
+registry) or the user's file.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-import workloads
 from algoperf import versions
-from algoperf.workload_spec import MAXIMIZED_METRICS, MINIMIZED_METRICS
+from algoperf.scoring.catalog import WorkloadCatalog
+from algoperf.workload_spec import MAXIMIZED_METRICS, MINIMIZED_METRICS, WorkloadSpec
 
 FILE_FORMAT_HELP = """\
 A targets FILE is JSON in one of two forms.
@@ -93,47 +94,50 @@ class TargetSet:
         return self.targets[workload]
 
 
-def _registry_target(name: str) -> Target:
-    spec = workloads.get_spec(name)
+def spec_target(spec: WorkloadSpec) -> Target:
+    """The validation goal a workload's spec declares."""
     return Target(spec.target_metric_name, float(spec.validation_target), spec.higher_is_better)
 
 
-def targets_for(version: str) -> dict[str, Target]:
-    """The registry's targets of one benchmark version: base and held-out workloads.
+def targets_for(version: str, *, catalog: WorkloadCatalog) -> dict[str, Target]:
+    """The catalog's targets of one benchmark version: base and held-out workloads.
 
     Args:
         version: `v0.5`, `v0.6` or `v1.0` (`0.6` also works).
+        catalog: The registered workloads (the command layer builds it from the registry).
 
     Returns:
         Workload name -> `Target(metric, target, higher_is_better)`.
     """
-    return dict(target_set_for(version).targets)
+    return dict(target_set_for(version, catalog=catalog).targets)
 
 
-def target_set_for(version: str) -> TargetSet:
-    """The full `TargetSet` of a benchmark version, from the registry (VERSIONS.md, RULES.md §6)."""
+def target_set_for(version: str, *, catalog: WorkloadCatalog) -> TargetSet:
+    """The full `TargetSet` of a benchmark version, from the catalog (VERSIONS.md, RULES.md §6)."""
     name = versions.get_version(version).name
-    base = tuple(workloads.SCORED_WORKLOADS[name])
-    held_out = {
-        variant: workloads.base_name(variant) for variant in workloads.HELD_OUT_WORKLOADS[name]
-    }
+    if name not in catalog.scored:
+        raise ValueError(f"the workload catalog lists no scored workloads for {name}")
+    base = tuple(catalog.scored[name])
+    held_out = {variant: catalog.base_name(variant) for variant in catalog.held_out.get(name, ())}
     names = (*base, *held_out)
     budgets = {
-        workload: float(workloads.get_spec(workload).budget(name).max_allowed_runtime_sec)
+        workload: float(catalog.spec(workload).budget(name).max_allowed_runtime_sec)
         for workload in names
     }
     return TargetSet(
         label=name,
         version=name,
-        targets={workload: _registry_target(workload) for workload in names},
+        targets={workload: spec_target(catalog.spec(workload)) for workload in names},
         base_workloads=base,
         held_out=held_out,
         budgets=budgets,
     )
 
 
-def load_targets(version_or_path: str | os.PathLike) -> TargetSet:
+def load_targets(version_or_path: str | os.PathLike, *, catalog: WorkloadCatalog) -> TargetSet:
     """A benchmark version name (`v0.5`, `v0.6`, `v1.0`) or a targets JSON file (FILE_FORMAT_HELP).
+
+    `catalog` gives a version's targets, and a file's missing budgets and held-out bases.
 
     Raises:
         FileNotFoundError: Neither a version nor an existing file.
@@ -142,7 +146,7 @@ def load_targets(version_or_path: str | os.PathLike) -> TargetSet:
     text = os.fspath(version_or_path)
     if not os.path.exists(text):
         try:
-            return target_set_for(text)
+            return target_set_for(text, catalog=catalog)
         except ValueError:
             raise FileNotFoundError(
                 f"--targets {text!r} is neither a benchmark version "
@@ -153,11 +157,14 @@ def load_targets(version_or_path: str | os.PathLike) -> TargetSet:
             content = json.load(handle)
     except json.JSONDecodeError as error:
         raise ValueError(f"targets file {text!r} is not valid JSON: {error}") from error
-    return parse_targets(content, label=text)
+    return parse_targets(content, catalog=catalog, label=text)
 
 
-def parse_targets(content: Any, *, label: str = "<dict>") -> TargetSet:
+def parse_targets(content: Any, *, catalog: WorkloadCatalog, label: str = "<dict>") -> TargetSet:
     """Builds a `TargetSet` from the parsed content of a targets file (FILE_FORMAT_HELP).
+
+    An entry without a budget or (held-out) base takes the catalog's, where it names a
+    registered workload.
 
     Raises:
         ValueError: The content is malformed; the message names the entry.
@@ -185,11 +192,11 @@ def parse_targets(content: Any, *, label: str = "<dict>") -> TargetSet:
             raise ValueError(f"targets file {label}: {name!r} is listed but has no entry")
         entry = entries[name]
         targets[name] = _parse_entry(name, entry, label)
-        budget = _entry_budget(name, entry, version)
+        budget = _entry_budget(name, entry, version, catalog)
         if budget is not None:
             budgets[name] = budget
     for name in held_out_names:
-        held_out[name] = _entry_base(name, entries[name], label)
+        held_out[name] = _entry_base(name, entries[name], label, catalog)
     return TargetSet(
         label=label,
         version=version,
@@ -239,20 +246,22 @@ def _direction(metric: str, entry: Mapping, where: str) -> bool:
     )
 
 
-def _entry_budget(name: str, entry: Mapping, version: str | None) -> float | None:
+def _entry_budget(
+    name: str, entry: Mapping, version: str | None, catalog: WorkloadCatalog
+) -> float | None:
     if isinstance(entry.get("max_allowed_runtime_sec"), int | float):
         return float(entry["max_allowed_runtime_sec"])
-    if version is None or name not in workloads.names():
+    if version is None or name not in catalog.specs:
         return None
-    budget = workloads.get_spec(name).budgets.get(version)
+    budget = catalog.spec(name).budgets.get(version)
     return None if budget is None else float(budget.max_allowed_runtime_sec)
 
 
-def _entry_base(name: str, entry: Mapping, label: str) -> str:
+def _entry_base(name: str, entry: Mapping, label: str, catalog: WorkloadCatalog) -> str:
     if isinstance(entry.get("base"), str):
         return entry["base"]
-    if name in workloads.names():
-        return workloads.base_name(name)
+    if name in catalog.specs:
+        return catalog.base_name(name)
     raise ValueError(
         f"targets file {label}: held-out {name!r} is not a registered variant; "
         'give its base workload as "base"'

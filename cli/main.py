@@ -1,7 +1,8 @@
-"""The `algoperf` command (also `python -m algoperf`): run, list.
+"""The `algoperf` command (also `python -m algoperf`): run, tune, score, check-logs, list, launch.
 
 `algoperf run` with no flags trains the NAdamW reference on mnist in PyTorch. Flags keep upstream's
-names (`--submission_path`, `--tuning_ruleset`, ...); dashed spellings work too.
+names (`--submission_path`, `--tuning_ruleset`, ...); dashed spellings work too. The subcommands
+come from `cli.scoring`, `cli.listing` and `launch.cli`; this module composes them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import sys
 import time
 import typing
 
-from algoperf.config import RunConfig, field_docs
+from algoperf.config import RunConfig
+from algoperf.config_args import add_config_arguments
 from algoperf.studies import SweepConfig
+from cli import listing, scoring
+from launch import cli as launch_cli
 
 # How long a rank other than 0 waits before printing its error (see _report_error).
 RANK_ERROR_GRACE_SEC = 3.0
@@ -32,73 +36,6 @@ examples:
   algoperf tune --rng_seed 1 --num_studies 2 --num_tuning_trials 2   # a small sweep
   algoperf list                                   # every workload, variant, target and budget
 """
-
-
-# Shorter spellings (issue wording and common habit) for a few upstream flags.
-ALIASES = {"num_tuning_trials": ["--num_trials", "--num-trials"]}
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = str(text).lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _base_type(annotation: str):
-    hints = {"int": int, "str": str, "bool": bool, "float": float, "tuple[str": _names}
-    for name, kind in hints.items():
-        if annotation.startswith(name):
-            return kind
-    raise TypeError(f"unsupported config field type {annotation}")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_class=RunConfig) -> None:
-    """One option per config field, underscore and dashed spellings, help from its docstring."""
-    docs = field_docs(config_class)
-    for field in dataclasses.fields(config_class):
-        annotation = field.type if isinstance(field.type, str) else str(field.type)
-        kind = _base_type(annotation)
-        names = [f"--{field.name}"]
-        if "_" in field.name:
-            names.append(f"--{field.name.replace('_', '-')}")
-        names += ALIASES.get(field.name, [])
-        default = field.default
-        help_text = f"{docs.get(field.name, '')} (default: {default})"
-        if kind is bool:
-            parser.add_argument(
-                *names,
-                dest=field.name,
-                type=_parse_bool,
-                nargs="?",
-                const=True,
-                default=argparse.SUPPRESS,
-                metavar="BOOL",
-                help=help_text,
-            )
-            negatives = [f"--no{field.name}", f"--no-{field.name.replace('_', '-')}"]
-            parser.add_argument(
-                *negatives,
-                dest=field.name,
-                action="store_false",
-                default=argparse.SUPPRESS,
-                help=argparse.SUPPRESS,
-            )
-        else:
-            parser.add_argument(
-                *names,
-                dest=field.name,
-                type=kind,
-                default=argparse.SUPPRESS,
-                metavar=field.name.upper(),
-                help=help_text,
-            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,14 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tune_parser)
     add_config_arguments(tune_parser, SweepConfig)
     tune_parser.add_argument("--log_level", "--log-level", default="WARNING")
-    from algoperf.scoring.cli import add_commands
-
-    add_commands(commands)  # score, check-logs
-    from launch.cli import add_commands as add_launch_commands
-
-    add_launch_commands(commands)  # launch slurm|local|status|cancel
-    list_parser = commands.add_parser("list", help="list workloads, variants, targets, budgets")
-    list_parser.add_argument("--benchmark_version", "--benchmark-version", default="v1.0")
+    scoring.add_commands(commands)  # score, check-logs
+    launch_cli.add_commands(commands)  # launch slurm|local|status|cancel
+    listing.add_command(commands)  # list
     return parser
 
 
@@ -215,31 +147,6 @@ def command_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_list(args: argparse.Namespace) -> int:
-    import workloads
-
-    version = args.benchmark_version
-    scored = set(workloads.SCORED_WORKLOADS.get(version, ()))
-    header = f"{'workload':46} {'metric':24} {'val target':>10} {'budget s':>9} {'models':12}"
-    print(header)
-    print("-" * len(header))
-    torch_models = set(workloads.available("pytorch"))
-    jax_models = set(workloads.available("jax"))
-    for name in workloads.names():
-        spec = workloads.get_spec(name)
-        budget = spec.budgets.get(version)
-        direction = "↑" if spec.higher_is_better else "↓"
-        models = ",".join(f for f, s in (("pt", torch_models), ("jax", jax_models)) if name in s)
-        tag = " *" if name in scored else ""
-        print(
-            f"{name + tag:46} {spec.target_metric_name + ' ' + direction:24} "
-            f"{spec.validation_target:>10g} "
-            f"{(f'{budget.max_allowed_runtime_sec:g}' if budget else '-'):>9} {models or '-':12}"
-        )
-    print(f"\n* scored in benchmark {version}; models: frameworks whose model is implemented.")
-    return 0
-
-
 def main(argv: typing.Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -251,8 +158,6 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         code = command_run(args) if args.command == "run" else command_tune(args)
         _exit_distributed(code)
         return code
-    if args.command == "list":
-        return command_list(args)
     return args.func(args)
 
 

@@ -1,13 +1,16 @@
 """`algoperf score` and `algoperf check-logs`: added to the main parser by `add_commands`.
 
 Flags keep upstream's names (`--submission_directory`, `--self_tuning_ruleset`, ...); dashed
-spellings work too. pandas and matplotlib are imported only when a command runs.
+spellings work too. pandas and matplotlib are imported only when a command runs. The registry's
+facts reach `algoperf.scoring` as data: the `WorkloadCatalog` of `cli.catalog`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from algoperf.config_args import parse_bool
 
 MAX_WARNINGS = 20
 """Warnings printed by `algoperf score` before the rest are summed up in one line."""
@@ -26,15 +29,6 @@ examples:
 """
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = str(text).lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     """An option under its upstream underscore name and its dashed spelling."""
     names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
@@ -47,7 +41,7 @@ def _bool_flag(
     _flag(
         parser,
         name,
-        type=_parse_bool,
+        type=parse_bool,
         nargs="?",
         const=True,
         default=default,
@@ -136,10 +130,12 @@ def _warn(messages: list[str], limit: int = MAX_WARNINGS) -> None:
 def command_score(args: argparse.Namespace) -> int:
     """Runs `algoperf score`; 0 on success, 2 on bad input."""
     from algoperf.scoring import read, report, score, targets
+    from cli.catalog import workload_catalog
 
+    catalog = workload_catalog()
     try:
-        target_set = targets.load_targets(args.targets)
-        logs = read.read_logs(args.submission_directory, target_set)
+        target_set = targets.load_targets(args.targets, catalog=catalog)
+        logs = read.read_logs(args.submission_directory, target_set, catalog=catalog)
         problems = score.strict_problems(logs, target_set, self_tuning=args.self_tuning_ruleset)
         if problems and args.strict:
             raise ValueError(f"--strict: {problems[0]} ({len(problems)} problems in all)")
@@ -148,7 +144,9 @@ def command_score(args: argparse.Namespace) -> int:
         speedup_table = None
         if len(result.times) >= 2:
             base = args.base_submission or result.times.index[0]
-            stand_ins = score.infinity_stand_ins(target_set, self_tuning=args.self_tuning_ruleset)
+            stand_ins = score.infinity_stand_ins(
+                target_set, catalog=catalog, self_tuning=args.self_tuning_ruleset
+            )
             speedup_table = score.speedups(result.times, base, stand_ins)
         written = report.write_report(
             result,
@@ -171,12 +169,14 @@ def command_check_logs(args: argparse.Namespace) -> int:
     """Runs `algoperf check-logs`; 0 if no violation, 1 if any, 2 on bad input."""
     from algoperf.scoring import check_logs
     from algoperf.search_space import load_search_space
+    from cli.catalog import workload_catalog
 
     tolerance = check_logs.EVAL_PERIOD_TOLERANCE_S if args.tolerance_s is None else args.tolerance_s
     try:
         space = None if args.search_space is None else load_search_space(args.search_space)
         reports = check_logs.check_logs(
             args.directory,
+            catalog=workload_catalog(),
             search_space=space,
             version=args.benchmark_version,
             tolerance_s=tolerance,
