@@ -1,6 +1,8 @@
-"""Architecture guard: the framework boundary and the rule that algoperf/ never names a workload.
+"""Architecture guard: the framework boundary, the package edges, and that algoperf/ never names a
+workload.
 
-Imports are read with `ast` (nested imports included), so a leak fails here before it ships.
+Imports are read with `ast` (nested imports included, relative ones resolved), so a leak fails here
+before it ships.
 """
 
 from __future__ import annotations
@@ -30,6 +32,22 @@ FRAMEWORKS = (
 DATA_ALLOWED = ("torch.utils.data", "torchdata")
 COMPAT_SHIMS = {"pytorch_utils.py", "jax_sharding_utils.py"}
 
+FIRST_PARTY = ("algoperf", "workloads", "submissions", "launch", "cli", "scripts", "tests")
+# Which first-party packages each package may import (its own always). Dependencies point one way
+# (STYLE.md §10): the core imports only the registry; the command layer composes everything.
+ALLOWED = {
+    "algoperf": {"workloads"},  # the bare registry module only: see BARE_ONLY
+    "workloads": {"algoperf"},
+    "submissions": {"algoperf"},
+    "launch": {"algoperf", "workloads"},
+    "cli": {"algoperf", "workloads", "launch"},
+    "scripts": {"algoperf", "workloads", "submissions", "launch", "cli"},
+}
+# (importer, imported): only the package's top module, never a submodule (`workloads.mnist`).
+BARE_ONLY = {("algoperf", "workloads")}
+# The one edge out of the core: `python -m algoperf` (and torchrun's `-m algoperf`) runs the CLI.
+EXCEPTIONS = {"algoperf/__main__.py": {"cli.main"}}
+
 
 def imported_modules(path: pathlib.Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
@@ -42,6 +60,70 @@ def imported_modules(path: pathlib.Path) -> set[str]:
     return modules
 
 
+def _is_module(root: pathlib.Path, dotted: str) -> bool:
+    path = root.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def resolved_imports(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[tuple[int, str]]:
+    """(line, module) of every import in a file, nested ones included.
+
+    Relative imports are made absolute from the file's package; `from X import n` counts as the
+    module `X.n` where `n` is a module or package of `X` on disk, else as `X`.
+    """
+    package = path.relative_to(root).parts[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level > len(package):
+                continue  # beyond the top-level package: Python refuses it anyway
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join((*base, *([module] if module else [])))
+            for alias in node.names:
+                candidate = f"{module}.{alias.name}"
+                found.append((node.lineno, candidate if _is_module(root, candidate) else module))
+    return found
+
+
+def forbidden_edges(paths, root: pathlib.Path = ROOT) -> list[str]:
+    """One line per import of a first-party package that ALLOWED forbids the file's package."""
+    problems = []
+    for path in paths:
+        relative = path.relative_to(root)
+        owner = relative.parts[0]
+        allowed = ALLOWED[owner] | {owner}
+        exceptions = EXCEPTIONS.get(relative.as_posix(), set())
+        for line, module in resolved_imports(path, root):
+            top = module.split(".")[0]
+            if top not in FIRST_PARTY or top == owner or module in exceptions:
+                continue
+            elif top not in allowed:
+                problems.append(
+                    f"{relative}:{line} imports {module}: {owner}/ may import only "
+                    f"{', '.join(sorted(allowed))}"
+                )
+            elif (owner, top) in BARE_ONLY and module != top:
+                problems.append(
+                    f"{relative}:{line} imports {module}: {owner}/ may import only the {top} "
+                    "module itself (the registry), none of its submodules"
+                )
+    return problems
+
+
+def package_files(root: pathlib.Path = ROOT) -> list[pathlib.Path]:
+    """Every .py file of the packages in ALLOWED (subpackages included)."""
+    return sorted(
+        path
+        for package in ALLOWED
+        for path in (root / package).rglob("*.py")
+        if "__pycache__" not in path.parts
+    )
+
+
 def framework_imports(path: pathlib.Path, allowed=()) -> list[str]:
     return sorted(
         m
@@ -52,7 +134,9 @@ def framework_imports(path: pathlib.Path, allowed=()) -> list[str]:
 
 def core_files() -> list[pathlib.Path]:
     files = [p for p in (ROOT / "algoperf").glob("*.py") if p.name not in COMPAT_SHIMS]
-    return files + list((ROOT / "algoperf" / "data").glob("*.py"))
+    return files + [
+        p for sub in ("data", "scoring") for p in (ROOT / "algoperf" / sub).glob("*.py")
+    ]
 
 
 def workload_data_files() -> list[pathlib.Path]:
@@ -125,3 +209,45 @@ def test_guard_detects_a_leak(tmp_path):
     leaky = tmp_path / "leaky.py"
     leaky.write_text("def f():\n    import torch.nn as nn\n    from jax import numpy\n")
     assert framework_imports(leaky) == ["jax", "torch.nn"]
+
+
+def test_package_edges_follow_the_table():
+    files = package_files()
+    assert {path.relative_to(ROOT).parts[0] for path in files} == set(ALLOWED)
+    assert ROOT / "algoperf" / "scoring" / "targets.py" in files  # subpackages are read too
+    assert forbidden_edges(files) == []
+
+
+def test_scoring_reads_no_registry():
+    for path in (ROOT / "algoperf" / "scoring").glob("*.py"):
+        imported = {module.split(".")[0] for _, module in resolved_imports(path)}
+        assert "workloads" not in imported, f"{path.name}: take workload facts as data (catalog)"
+
+
+def test_edge_guard_detects_forbidden_edges(tmp_path):
+    for package in ("algoperf", "algoperf/scoring", "workloads", "workloads/mnist", "cli"):
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").write_text("")
+    for module in ("cli/main.py", "algoperf/config.py"):
+        (tmp_path / module).write_text("")
+    leaky = tmp_path / "algoperf" / "scoring" / "leaky.py"
+    leaky.write_text(
+        "import workloads\n"  # allowed: the bare registry
+        "from workloads import get_spec\n"  # allowed: a name of the registry module
+        "from .. import config\n"  # allowed: the core itself
+        "def f():\n"
+        "    from workloads import mnist\n"  # a workload's package
+        "    import launch.sweep\n"
+        "    import cli.main as entry\n"
+    )
+    shim = tmp_path / "algoperf" / "__main__.py"
+    shim.write_text("from cli.main import main\n")
+    assert (3, "algoperf.config") in resolved_imports(leaky, tmp_path)  # relative, resolved
+    problems = forbidden_edges([leaky, shim], tmp_path)
+    assert [problem.split(" ")[0] for problem in problems] == [
+        "algoperf/scoring/leaky.py:5",
+        "algoperf/scoring/leaky.py:6",
+        "algoperf/scoring/leaky.py:7",
+    ], problems
+    assert "workloads.mnist" in problems[0] and "none of its submodules" in problems[0]
+    assert "launch.sweep" in problems[1] and "cli.main" in problems[2]
