@@ -1,17 +1,21 @@
-"""The framework-free half of every Workload: constants from the spec, targets, the eval driver.
+"""The framework-free half of every Workload: constants from the spec, targets, data, the eval.
 
 `algoperf.torch.workload.TorchWorkload` and `algoperf.jax.workload.JaxWorkload` add the model and
-data plumbing of their framework on top of this class; workloads add their model.
+the device side of their framework; a workload adds its model, its loss and its per-batch eval
+outputs. Data comes from the workload's `InputPipeline` (the data protocol, docs/data.md); eval
+is the core loop of `algoperf.metrics` over the declared `eval_metrics` (docs/metrics.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
-from algoperf import spec, versions
-from algoperf.data import arrays
+from algoperf import metrics, spec, versions
+from algoperf.data.pipeline import InputPipeline
+from algoperf.data.sharding import Shard
 from algoperf.workload_spec import WorkloadSpec
 
 EVAL_SPLITS = (("eval_train", "train"), ("validation", "validation"), ("test", "test"))
@@ -20,19 +24,37 @@ EVAL_SPLITS = (("eval_train", "train"), ("validation", "validation"), ("test", "
 class SpecWorkload(spec.Workload):
     """A `spec.Workload` whose constants come from a `WorkloadSpec` and a benchmark version."""
 
-    framework: str = ""
+    framework: ClassVar[str] = ""
+    data_layout: ClassVar[str] = "NCHW"
+    """Image layout the model wants (`NCHW` in torch, `NHWC` in JAX), handed to the pipeline."""
+    pipeline_defaults: ClassVar[Mapping[str, Any]] = {}
+    """Pipeline options this workload sets (e.g. imagenet_vit's augmentation); users may
+    override them with --workload_options."""
+    eval_metrics: ClassVar[tuple[metrics.Metric, ...]] = ()
+    """How `eval_outputs` become metrics (`algoperf.metrics`); the classifier pieces set these."""
+    output_param_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Parameter-name prefixes of the output layer (set by each model file)."""
 
     def __init__(
         self,
         workload_spec: WorkloadSpec,
         *,
+        pipeline_class: type[InputPipeline],
         benchmark_version: str = versions.DEFAULT_VERSION,
         allow_download: bool = False,
         model_kwargs: dict[str, Any] | None = None,
+        **pipeline_options: Any,
     ) -> None:
         """`model_kwargs` (testing only, e.g. a shallower model in a quick end-to-end run)
-        overrides the spec's model arguments."""
+        overrides the spec's model arguments; `pipeline_options` are the pipeline's declared
+        options (`option_names`)."""
         super().__init__()
+        unknown = sorted(set(pipeline_options) - set(pipeline_class.option_names()))
+        if unknown:
+            raise ValueError(
+                f"{workload_spec.name} does not take these options: {', '.join(unknown)}; it "
+                f"takes {', '.join(self.option_names(pipeline_class))} (--workload_options)."
+            )
         if model_kwargs:
             merged = {**workload_spec.model_kwargs, **model_kwargs}
             workload_spec = dataclasses.replace(workload_spec, model_kwargs=merged)
@@ -40,17 +62,30 @@ class SpecWorkload(spec.Workload):
         self.benchmark_version = versions.get_version(benchmark_version).name
         self._budget = workload_spec.budget(self.benchmark_version)
         self.allow_download = allow_download
+        options = pipeline_class.Options(**{**self.pipeline_defaults, **pipeline_options})
+        self.pipeline = pipeline_class(
+            options, layout=self.data_layout, allow_download=allow_download
+        )
         # Seed of the fixed eval_train subset; set from data_rng when the train queue is built.
         self._eval_train_seed = 0
-        self._splits = None
+        self._datasets: dict[str, Any] = {}
 
-    # --- data ------------------------------------------------------------------------------
-    input_pipeline: Any = None
-    """The workload's input_pipeline module: `load_splits(data_dir, layout=, allow_download=)`
-    and `batches(splits, split, global_batch_size, seed=, shard=, num_eval_train_examples=,
-    start_step=)`."""
-    data_layout: str = "NCHW"
-    """Image layout the model wants (`NCHW` in torch, `NHWC` in JAX)."""
+    @classmethod
+    def option_names(cls, pipeline_class: type[InputPipeline]) -> list[str]:
+        """What `--workload_options` may set: `model_kwargs` and the pipeline's options."""
+        return ["model_kwargs", *pipeline_class.option_names()]
+
+    # --- data (the pipeline's batches for a data dir) -----------------------------------------
+    def dataset(self, data_dir: str) -> Any:
+        """The pipeline's prepared splits under `data_dir` (loaded once)."""
+        if data_dir not in self._datasets:
+            self._datasets[data_dir] = self.pipeline.load(data_dir)
+        return self._datasets[data_dir]
+
+    @property
+    def shard(self) -> Shard:
+        """This process's share of every global batch (set by the framework bases)."""
+        return Shard()
 
     def numpy_batches(
         self,
@@ -58,45 +93,31 @@ class SpecWorkload(spec.Workload):
         data_dir: str,
         global_batch_size: int,
         seed: int,
-        shard,
+        shard: Shard | None = None,
         start_step: int = 0,
-    ):
+    ) -> Iterator[Any]:
         """This rank's numpy batches: infinite for `train` (from batch `start_step` on, for an
         exact resume), one padded pass for the eval splits."""
-        return self.input_pipeline.batches(
-            self._load_splits(data_dir),
-            split,
-            global_batch_size,
-            seed=seed,
-            shard=shard,
-            num_eval_train_examples=self.num_eval_train_examples,
-            start_step=start_step,
-        )
-
-    def train_chunk_plans(
-        self, data_dir: str, global_batch_size: int, seed: int, shard, start_step=0
-    ):
-        """The train stream as (split, `algoperf.data.arrays.chunk_plans`), for a framework to
-        gather, decode and cut in its own arrays; None unless the input pipeline's train stream is
-        the plain chunked one (it defines `plain_train_split(splits)`: no per-step augmentation).
-        Gives the same batches as `numpy_batches("train", ...)`."""
-        plain_train_split = getattr(self.input_pipeline, "plain_train_split", None)
-        if plain_train_split is None:
-            return None
-        split = plain_train_split(self._load_splits(data_dir))
-        plans = arrays.chunk_plans(
-            split, global_batch_size, seed=seed, shard=shard, start_step=start_step
-        )
-        return split, plans
-
-    def _load_splits(self, data_dir: str):
-        if self.input_pipeline is None:
-            raise NotImplementedError(f"{type(self).__name__} defines no input_pipeline.")
-        if self._splits is None:
-            self._splits = self.input_pipeline.load_splits(
-                data_dir, layout=self.data_layout, allow_download=self.allow_download
+        dataset, shard = self.dataset(data_dir), shard or self.shard
+        if split == "train":
+            return self.pipeline.train_batches(
+                dataset, global_batch_size, seed=seed, shard=shard, start_step=start_step
             )
-        return self._splits
+        return self.pipeline.eval_batches(
+            dataset, split, global_batch_size, seed=seed, shard=shard,
+            num_eval_train_examples=self.num_eval_train_examples,
+        )  # fmt: skip
+
+    def train_chunks(self, data_dir: str, global_batch_size: int, seed: int, start_step=0):
+        """The pipeline's in-memory fast path (`InputPipeline.train_chunks`), or None."""
+        return self.pipeline.train_chunks(
+            self.dataset(data_dir), global_batch_size, seed=seed, shard=self.shard,
+            start_step=start_step,
+        )  # fmt: skip
+
+    def fake_batch(self, batch_size: int, *, seed: int = 0) -> Any:
+        """A numpy batch with the real structure (the pipeline's), for tests and examples."""
+        return self.pipeline.fake_batch(batch_size, seed=seed)
 
     # --- constants -------------------------------------------------------------------------
     @property
@@ -186,7 +207,47 @@ class SpecWorkload(spec.Workload):
             return True
         return self._reached(eval_result.get(key), self.test_target_value)
 
-    # --- eval driver ------------------------------------------------------------------------
+    # --- eval ---------------------------------------------------------------------------------
+    def eval_outputs(self, logits: Any, batch: Any) -> dict[str, Any]:
+        """One eval batch's outputs on the device, as `eval_metrics` need them, and
+        `num_examples` (the batch's count of valid rows)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no eval_outputs; a classifier takes it from the "
+            "classification piece of its framework (docs/metrics.md)."
+        )
+
+    def _eval_batches(self, split, data_dir, global_batch_size) -> Iterator[Any]:
+        """The split's batches on the device (framework bases)."""
+        raise NotImplementedError
+
+    def _eval_compute(self, params, model_state, rng):
+        """A function batch -> `eval_outputs`, in EVAL mode (framework bases)."""
+        raise NotImplementedError
+
+    def _collectives(self) -> metrics.EvalCollectives:
+        raise NotImplementedError
+
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: spec.ParameterContainer,
+        model_state: spec.ModelAuxiliaryState,
+        rng: spec.RandomState,
+        data_dir: str,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        del num_examples, global_step  # every example of the split is visited exactly once
+        if not self.eval_metrics:
+            raise NotImplementedError(f"{type(self).__name__} declares no eval_metrics.")
+        return metrics.evaluate(
+            self._eval_batches(split, data_dir, global_batch_size),
+            self._eval_compute(params, model_state, rng),
+            self.eval_metrics,
+            self._collectives(),
+        )
+
     def eval_model(
         self,
         global_batch_size: int,
@@ -197,8 +258,9 @@ class SpecWorkload(spec.Workload):
         imagenet_v2_data_dir: str | None,
         global_step: int,
     ) -> dict[str, float]:
-        """Evaluate eval_train, validation and test (skipped when the workload has none)."""
-        del imagenet_v2_data_dir  # workloads that need it read it from their constructor
+        """Evaluate eval_train, validation and test (test only where the spec has one)."""
+        if imagenet_v2_data_dir and imagenet_v2_data_dir != self.pipeline.options.extra_data_dir:
+            self.pipeline.with_options(extra_data_dir=imagenet_v2_data_dir)
         results: dict[str, Any] = {}
         for split, prefix in EVAL_SPLITS:
             num_examples = {
@@ -207,29 +269,17 @@ class SpecWorkload(spec.Workload):
                 "test": self.num_test_examples,
             }[split]
             if num_examples is None:
-                continue
-            try:
-                metrics = self._eval_model_on_split(
-                    split,
-                    num_examples,
-                    global_batch_size,
-                    params,
-                    model_state,
-                    rng,
-                    data_dir,
-                    global_step,
-                )
-            except NotImplementedError:
-                continue
+                continue  # the workload has no such split (a spec fact, e.g. no test set)
+            split_metrics = self._eval_model_on_split(
+                split, num_examples, global_batch_size, params, model_state, rng, data_dir,
+                global_step,
+            )  # fmt: skip
             if split == "eval_train":
-                metrics = {k: v for k, v in metrics.items() if k != "num_examples"}
-            for name, value in metrics.items():
+                split_metrics.pop(metrics.NUM_EXAMPLES, None)
+            for name, value in split_metrics.items():
                 results[f"{prefix}/{name}"] = value
         return results
 
     def is_output_params(self, param_key: spec.ParameterKey) -> bool:
         key = param_key if isinstance(param_key, str) else "/".join(map(str, param_key))
         return any(key.startswith(prefix) for prefix in self.output_param_prefixes)
-
-    output_param_prefixes: tuple[str, ...] = ()
-    """Parameter-name prefixes of the output layer (set by each model file)."""

@@ -62,7 +62,9 @@ class WorkloadSpec:
     base: str
     """The base workload's name (equal to `name` for a base workload)."""
     dataset: str
-    """Folder under `--data_dir` that holds this workload's data (e.g. `mnist`)."""
+    """The folder under `workloads/` whose `input_pipeline.py` feeds this workload: its own
+    (`mnist`) or one that several workloads share (`imagenet`: imagenet_resnet and
+    imagenet_vit). The registry finds the pipeline through it (docs/data.md)."""
     target_metric_name: str
     """Metric compared with the targets; eval dicts use `validation/<name>`."""
     validation_target: float

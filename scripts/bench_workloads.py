@@ -51,8 +51,8 @@ CASES = {
     for case in (
         Case("mnist", "workloads.mnist.input_pipeline"),
         Case("cifar", "workloads.cifar.input_pipeline"),
-        Case("imagenet_resnet", "workloads.imagenet_resnet.input_pipeline", True),
-        Case("imagenet_vit", "workloads.imagenet_resnet.input_pipeline", True),
+        Case("imagenet_resnet", "workloads.imagenet.input_pipeline", True),
+        Case("imagenet_vit", "workloads.imagenet.input_pipeline", True),
     )
 }
 DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
@@ -165,7 +165,7 @@ def bench_pipeline(args) -> str:
     import imagenet_fixture
 
     from algoperf.data.sharding import Shard
-    from workloads.imagenet_resnet import input_pipeline
+    from workloads.imagenet import input_pipeline
 
     classes = per_class = imagenet_fixture.MAX_CLASSES
     with tempfile.TemporaryDirectory() as folder:

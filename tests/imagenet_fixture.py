@@ -1,5 +1,5 @@
 """Tiny, format-exact ImageNet fixtures: the JPEG folder tree the input pipeline reads, and fake
-copies of the four official archives that `workloads.imagenet_resnet.prepare` reads.
+copies of the four official archives that `workloads.imagenet.prepare` reads.
 
 Every image is one flat colour that encodes (split, class, index within class) in 16 levels per
 channel, so any crop, flip or resize keeps it and `decode_ids` recovers it from a normalised batch
@@ -18,7 +18,7 @@ import tarfile
 import numpy as np
 from PIL import Image
 
-from workloads.imagenet_resnet import input_pipeline as pipeline
+from workloads.imagenet import input_pipeline as pipeline
 
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 MAX_CLASSES = MAX_PER_CLASS = 16

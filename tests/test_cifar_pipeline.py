@@ -14,6 +14,7 @@ import pathlib
 import pickle
 import tarfile
 
+import data_utils
 import numpy as np
 import pytest
 
@@ -186,8 +187,14 @@ def test_corrupt_file_raises_value_error(cifar_dir, content, capsys):
 
 # --- batches -------------------------------------------------------------------------------
 def _train(splits, seed: int, shard: Shard | None = None, batch_size: int = 10):
-    return pipeline.batches(
-        splits, "train", batch_size, seed=seed, shard=shard or Shard(), num_eval_train_examples=16
+    return data_utils.batches(
+        pipeline.Pipeline(),
+        splits,
+        "train",
+        batch_size,
+        seed=seed,
+        shard=shard or Shard(),
+        num_eval_train_examples=16,
     )
 
 
@@ -227,7 +234,9 @@ def test_two_ranks_get_disjoint_rows_covering_the_batch(splits):
 @pytest.mark.parametrize("split,size", [("validation", NUM_VALIDATION), ("test", NUM_TEST)])
 def test_eval_pass_covers_each_example_exactly_once(splits, split, size):
     batches = list(
-        pipeline.batches(splits, split, 8, seed=0, shard=Shard(), num_eval_train_examples=16)
+        data_utils.batches(
+            pipeline.Pipeline(), splits, split, 8, seed=0, shard=Shard(), num_eval_train_examples=16
+        )
     )
     assert len(batches) == -(-size // 8)
     assert all(batch["inputs"].shape == (8, 3, 32, 32) for batch in batches)
@@ -241,8 +250,14 @@ def test_eval_pass_covers_each_example_exactly_once(splits, split, size):
 def test_eval_pass_split_over_two_ranks(splits):
     def rows(shard):
         return list(
-            pipeline.batches(
-                splits, "validation", 8, seed=0, shard=shard, num_eval_train_examples=0
+            data_utils.batches(
+                pipeline.Pipeline(),
+                splits,
+                "validation",
+                8,
+                seed=0,
+                shard=shard,
+                num_eval_train_examples=0,
             )
         )
 
@@ -255,8 +270,14 @@ def test_eval_pass_split_over_two_ranks(splits):
 
 def test_eval_train_is_a_fixed_subset_of_train(splits):
     def eval_train(seed):
-        batches = pipeline.batches(
-            splits, "eval_train", 8, seed=seed, shard=Shard(), num_eval_train_examples=16
+        batches = data_utils.batches(
+            pipeline.Pipeline(),
+            splits,
+            "eval_train",
+            8,
+            seed=seed,
+            shard=Shard(),
+            num_eval_train_examples=16,
         )
         return np.concatenate([ids_of(b["inputs"])[b["weights"] > 0] for b in batches])
 
@@ -268,7 +289,9 @@ def test_eval_train_is_a_fixed_subset_of_train(splits):
 
 def test_unknown_split_raises(splits):
     with pytest.raises(ValueError, match="unknown split"):
-        pipeline.batches(splits, "dev", 8, seed=0, shard=Shard(), num_eval_train_examples=16)
+        data_utils.batches(
+            pipeline.Pipeline(), splits, "dev", 8, seed=0, shard=Shard(), num_eval_train_examples=16
+        )
 
 
 # --- augmentation --------------------------------------------------------------------------

@@ -211,8 +211,6 @@ def test_mnist_torch_queue_takes_the_tensor_stream_with_the_numpy_batches(monkey
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def test_cifar_has_no_plain_train_split():
+def test_cifar_takes_no_chunk_fast_path():
     # Its train batches are augmented per step, so torch takes the numpy stream.
-    assert not hasattr(cifar, "plain_train_split")
-    workload = workloads.load("cifar", "pytorch", allow_download=False)
-    assert workload.train_chunk_plans("/nonexistent", 8, 0, Shard()) is None
+    assert cifar.Pipeline().train_chunks(None, 8, seed=0, shard=Shard()) is None

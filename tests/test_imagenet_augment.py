@@ -1,4 +1,4 @@
-"""imagenet_vit's RandAugment and mixup (workloads/imagenet_vit/augment.py, WORKLOADS.md §6): each
+"""imagenet_vit's RandAugment and mixup (workloads/imagenet/augment.py, WORKLOADS.md §6): each
 op's effect, determinism, the per-step mixup lambda, the ViT train stream on the fixture JPEG tree
 against ResNet's plain one, and the loss on mixed (soft) targets in both frameworks.
 """
@@ -16,8 +16,8 @@ from algoperf import rng as np_rng
 from algoperf import spec
 from algoperf.data.sharding import Shard
 from algoperf.torch.workload import to_torch
-from workloads.imagenet_resnet import input_pipeline as pipeline
-from workloads.imagenet_vit import augment
+from workloads.imagenet import augment
+from workloads.imagenet import input_pipeline as pipeline
 
 SIZE = 16  # model input side on the fixture tree
 BATCH = 4
@@ -185,11 +185,12 @@ def stream(name, data_dir, split="train", *, framework="pytorch", shard=None, st
 
 
 def plain_stream(data_dir, *, augment_fn=None, shard=None, start=0, n=3, layout="NCHW"):
-    splits = pipeline.load_splits(str(data_dir), layout=layout, image_size=SIZE, num_workers=0)
-    batches = pipeline.batches(
-        splits, "train", BATCH, seed=SEED, shard=shard or Shard(), num_eval_train_examples=100,
-        start_step=start, augment=augment_fn,
-    )  # fmt: skip
+    """The crop-and-flip stream with `augment_fn` per image and no mixup, from the pipeline's
+    parts (its options offer crop_flip or randaugment_mixup only)."""
+    files = pipeline.load_splits(str(data_dir)).train
+    sampler = pipeline.TrainBatches(len(files), BATCH, SEED, shard or Shard(), start)
+    images = pipeline.DecodedImages(files, SIZE, train=True, seed=SEED, augment=augment_fn)
+    batches = pipeline._loader(images, sampler, pipeline.Collate(layout), 0)
     return [next(batches) for _ in range(n)]
 
 
@@ -300,9 +301,9 @@ def test_loss_on_mixed_targets_is_finite_and_the_same_in_both_frameworks():
     # Eval metrics still take integer targets (and agree with soft one-hot rows).
     int_batch = pipeline.fake_batch(BATCH, layout="NHWC", seed=3, image_size=32)
     soft_batch = dict(int_batch, targets=augment.soft_targets(int_batch["targets"]))
-    jax_int = jax_workload.eval_metric_sums(jnp.asarray(logits_np), as_jax(int_batch))
-    jax_soft = jax_workload.eval_metric_sums(jnp.asarray(logits_np), as_jax(soft_batch))
-    torch_int = workload.eval_metric_sums(logits.detach(), to_torch(int_batch, torch.device("cpu")))
-    for key in ("accuracy", "loss", "num_examples"):
+    jax_int = jax_workload.eval_outputs(jnp.asarray(logits_np), as_jax(int_batch))
+    jax_soft = jax_workload.eval_outputs(jnp.asarray(logits_np), as_jax(soft_batch))
+    torch_int = workload.eval_outputs(logits.detach(), to_torch(int_batch, torch.device("cpu")))
+    for key in ("correct", "loss_sum", "num_examples"):
         np.testing.assert_allclose(float(jax_int[key]), float(torch_int[key]), rtol=1e-5)
         np.testing.assert_allclose(float(jax_soft[key]), float(jax_int[key]), rtol=1e-5)

@@ -12,14 +12,16 @@ import pathlib
 import shutil
 import tarfile
 
+import data_utils
 import imagenet_fixture as fixture
 import numpy as np
 import pytest
 from PIL import Image
 
+import workloads
 from algoperf.data.sharding import Shard
-from workloads.imagenet_resnet import input_pipeline as pipeline
-from workloads.imagenet_resnet import prepare as prepare_module
+from workloads.imagenet import input_pipeline as pipeline
+from workloads.imagenet import prepare as prepare_module
 
 NUM_CLASSES, PER_CLASS, VAL_PER_CLASS, V2_PER_CLASS = 4, 5, 3, 2
 NUM_TRAIN = NUM_CLASSES * PER_CLASS  # 20
@@ -37,14 +39,27 @@ def data_dir(tmp_path_factory) -> pathlib.Path:
     )  # fmt: skip
 
 
-def load(data_dir, layout="NCHW", **kwargs) -> pipeline.ImageNetSplits:
-    kwargs.setdefault("num_workers", 0)
-    return pipeline.load_splits(str(data_dir), layout=layout, image_size=SIZE, **kwargs)
+class Loaded:
+    """A pipeline and its loaded splits, read like the splits (`.train`, `.test()`)."""
+
+    def __init__(self, pipe: pipeline.Pipeline, splits: pipeline.ImageNetSplits) -> None:
+        self.pipe, self.splits = pipe, splits
+        self.train, self.validation, self.root = splits.train, splits.validation, splits.root
+
+    def test(self):
+        return self.splits.test(self.pipe.options.extra_data_dir)
 
 
-def batches(splits, split, global_batch_size, *, seed=0, shard=None, eval_train=1000, start=0):
-    return pipeline.batches(
-        splits, split, global_batch_size, seed=seed, shard=shard or Shard(),
+def load(data_dir, layout="NCHW", imagenet_v2_data_dir=None, **options) -> Loaded:
+    options.setdefault("num_workers", 0)
+    options = pipeline.Options(image_size=SIZE, extra_data_dir=imagenet_v2_data_dir, **options)
+    pipe = pipeline.Pipeline(options, layout=layout)
+    return Loaded(pipe, pipe.load(str(data_dir)))
+
+
+def batches(loaded, split, global_batch_size, *, seed=0, shard=None, eval_train=1000, start=0):
+    return data_utils.batches(
+        loaded.pipe, loaded.splits, split, global_batch_size, seed=seed, shard=shard or Shard(),
         num_eval_train_examples=eval_train, start_step=start,
     )  # fmt: skip
 
@@ -96,28 +111,19 @@ def test_imagenet_v2_folder_can_live_elsewhere(data_dir, tmp_path):
 
 
 def test_the_workload_takes_the_v2_folder_from_the_runners_eval_call(data_dir, tmp_path):
-    """The runner passes --imagenet_v2_data_dir to eval_model, not to the constructor."""
+    """The runner passes --imagenet_v2_data_dir to eval_model (upstream's API), after the train
+    split was listed: the test split is then found there."""
     tree = tmp_path / "imagenet"
     for name in ("train", "val"):
         shutil.copytree(data_dir / "imagenet" / name, tree / name)
     v2 = data_dir / "imagenet" / pipeline.V2_DIR
-
-    class Base:
-        def __init__(self, workload_spec, **kwargs):
-            self._splits, self.num_eval_train_examples = None, 8
-
-        def eval_model(self, global_batch_size, params, model_state, rng, data_dir, v2_dir, step):
-            batches = self.numpy_batches("test", data_dir, global_batch_size, 0, Shard())
-            return sum(int(b["weights"].sum()) for b in batches)
-
-    class Probe(pipeline.ImageNetData, Base):
-        data_layout = "NHWC"
-
-    probe = Probe(None, image_size=16, num_workers=0)
-    probe.numpy_batches("train", str(tmp_path), 4, 0, Shard())  # lists the splits first
+    workload = workloads.load("imagenet_resnet", "jax", image_size=16, num_workers=0)
+    workload.numpy_batches("train", str(tmp_path), 4, 0)  # lists the splits first
     with pytest.raises(FileNotFoundError, match="ImageNet-v2"):
-        probe.eval_model(4, None, None, None, str(tmp_path), None, 1)
-    assert probe.eval_model(4, None, None, None, str(tmp_path), str(v2), 1) == NUM_TEST
+        list(workload.numpy_batches("test", str(tmp_path), 4, 0))
+    workload.pipeline.with_options(extra_data_dir=str(v2))  # what eval_model(..., v2_dir) does
+    batches = workload.numpy_batches("test", str(tmp_path), 4, 0)
+    assert sum(int(b["weights"].sum()) for b in batches) == NUM_TEST
 
 
 # --- preprocessing ---------------------------------------------------------------------------
@@ -306,7 +312,7 @@ def test_fake_batch_has_the_real_format():
 
 # --- errors ----------------------------------------------------------------------------------
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"ImageNet not found .*imagenet_resnet\.prepare"):
+    with pytest.raises(FileNotFoundError, match=r"ImageNet not found .*imagenet\.prepare"):
         load(tmp_path)
 
 

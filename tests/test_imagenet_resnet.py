@@ -36,7 +36,8 @@ from algoperf.config import RunConfig
 from algoperf.jax import sharding
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch.workload import to_torch
-from workloads.imagenet_resnet import input_pipeline, model_jax, model_torch
+from workloads.imagenet import input_pipeline
+from workloads.imagenet_resnet import model_jax, model_torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMES = (

@@ -30,7 +30,7 @@ from algoperf import rng as np_rng
 from algoperf import spec
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch.workload import to_torch
-from workloads.imagenet_resnet import input_pipeline
+from workloads.imagenet import input_pipeline
 from workloads.imagenet_vit import model_jax, model_torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

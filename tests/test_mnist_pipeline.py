@@ -7,6 +7,7 @@ import hashlib
 import struct
 import warnings
 
+import data_utils
 import numpy as np
 import pytest
 
@@ -52,13 +53,23 @@ def test_batches_shard_and_pad(fixture_dir):
     splits = load(fixture_dir[0])
     rank_batches = [
         next(
-            mnist.batches(splits, "train", 8, seed=1, shard=Shard(r, 2), num_eval_train_examples=20)
+            data_utils.batches(
+                mnist.Pipeline(),
+                splits,
+                "train",
+                8,
+                seed=1,
+                shard=Shard(r, 2),
+                num_eval_train_examples=20,
+            )
         )
         for r in range(2)
     ]
     assert rank_batches[0]["inputs"].shape == (4, 1, 28, 28)
     full = next(
-        mnist.batches(splits, "train", 8, seed=1, shard=Shard(), num_eval_train_examples=20)
+        data_utils.batches(
+            mnist.Pipeline(), splits, "train", 8, seed=1, shard=Shard(), num_eval_train_examples=20
+        )
     )
     np.testing.assert_array_equal(
         np.concatenate([b["targets"] for b in rank_batches]), full["targets"]
@@ -66,13 +77,27 @@ def test_batches_shard_and_pad(fixture_dir):
     weights = [
         b["weights"].sum()
         for r in range(2)
-        for b in mnist.batches(
-            splits, "test", 8, seed=0, shard=Shard(r, 2), num_eval_train_examples=20
+        for b in data_utils.batches(
+            mnist.Pipeline(),
+            splits,
+            "test",
+            8,
+            seed=0,
+            shard=Shard(r, 2),
+            num_eval_train_examples=20,
         )
     ]
     assert sum(weights) == 12  # every test image once, padding weighted 0
     eval_train = list(
-        mnist.batches(splits, "eval_train", 8, seed=3, shard=Shard(), num_eval_train_examples=20)
+        data_utils.batches(
+            mnist.Pipeline(),
+            splits,
+            "eval_train",
+            8,
+            seed=3,
+            shard=Shard(),
+            num_eval_train_examples=20,
+        )
     )
     assert sum(b["weights"].sum() for b in eval_train) == 20
 

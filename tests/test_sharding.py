@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 
 from algoperf.data import arrays
-from algoperf.data.arrays import (
-    ArraySplit,
-    epoch_order,
-    eval_batches,
-    global_batch_indices,
-    train_batches,
-)
+from algoperf.data.arrays import ArraySplit, eval_batches, train_batches
+from algoperf.data.indices import epoch_order, global_batch_indices
 from algoperf.data.prefetch import Prefetcher
 from algoperf.data.sharding import Shard
 
@@ -34,9 +29,11 @@ def make_split(num_examples: int = NUM_EXAMPLES) -> ArraySplit:
     return ArraySplit({"inputs": ids[:, None].astype(np.float32) * [1.0, -1.0], "targets": ids})
 
 
-def add_noise(batch, rng: np.random.Generator):
-    """An augmentation that draws from its generator, so resume must restore the rng too."""
-    return {**batch, "inputs": batch["inputs"] + rng.random(batch["inputs"].shape)}
+def add_noise(batch, rng: np.random.Generator, rows: slice, global_batch_size: int):
+    """An augmentation that draws from its generator (for every row of the global batch, keeping
+    this rank's: `arrays.Transform`), so resume must restore the rng too."""
+    noise = rng.random((global_batch_size, *batch["inputs"].shape[1:]))[rows]
+    return {**batch, "inputs": batch["inputs"] + noise}
 
 
 def take(stream, steps: int) -> list[dict[str, np.ndarray]]:
@@ -99,6 +96,21 @@ def test_start_step_continues_the_uninterrupted_stream(start_step, shard):
         assert expected.keys() == actual.keys()
         for key in expected:
             np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def test_augmented_batches_are_the_same_on_one_and_two_ranks():
+    """Augmentation is a function of (seed, step, global row): two ranks' rows, stacked, are the
+    one-process batch (docs/data.md)."""
+    split = make_split()
+    whole = take(train_batches(split, GLOBAL_BATCH, seed=3, transform=add_noise), 14)
+    halves = [
+        take(train_batches(split, GLOBAL_BATCH, seed=3, shard=shard, transform=add_noise), 14)
+        for shard in TWO_RANKS
+    ]
+    for full, part0, part1 in zip(whole, *halves, strict=True):
+        for key in full:
+            np.testing.assert_array_equal(np.concatenate([part0[key], part1[key]]), full[key])
+    assert not np.array_equal(whole[0]["inputs"][:, 0], whole[0]["targets"])  # noise was added
 
 
 @pytest.mark.parametrize("num_examples", [NUM_EXAMPLES, 8, 5, 1])

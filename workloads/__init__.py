@@ -1,8 +1,10 @@
 """The workload registry: every upstream workload and variant name -> its spec and its model.
 
-`workloads.load("ogbg_gelu", "pytorch")` imports only `workloads/ogbg/model_torch.py`. Base
-workloads' `__init__.py` files hold data only (`SPEC`, `VARIANTS`), so listing names and reading
-specs imports no model framework. Names match upstream exactly; nothing is matched by substring.
+`workloads.load("ogbg_gelu", "pytorch")` imports only `workloads/ogbg/model_torch.py` and the
+input pipeline of the workload's dataset, `workloads/<SPEC.dataset>/input_pipeline.py` (a
+workload's own folder, or a folder of data several workloads share: `imagenet`). Base workloads'
+`__init__.py` files hold data only (`SPEC`, `VARIANTS`), so listing names and reading specs
+imports no model framework. Names match upstream exactly; nothing is matched by substring.
 """
 
 from __future__ import annotations
@@ -150,7 +152,24 @@ def load(
         raise ModuleNotFoundError(
             f"{error}; install the framework with `pip install -e .[{extra}]`."
         ) from error
-    return module.Workload(workload_spec, benchmark_version=benchmark_version, **workload_kwargs)
+    return module.Workload(
+        workload_spec,
+        pipeline_class=pipeline_class(name),
+        benchmark_version=benchmark_version,
+        **workload_kwargs,
+    )
+
+
+def pipeline_class(name: str):
+    """The `InputPipeline` class of a workload's dataset (`SPEC.dataset`'s input_pipeline)."""
+    dataset = get_spec(name).dataset
+    module = importlib.import_module(f"{__name__}.{dataset}.input_pipeline")
+    return module.Pipeline
+
+
+def option_names(name: str) -> list[str]:
+    """The keys `--workload_options` may set for a workload (model_kwargs and its pipeline's)."""
+    return ["model_kwargs", *pipeline_class(name).option_names()]
 
 
 def available(framework: str) -> list[str]:

@@ -1,5 +1,8 @@
-"""Batches from datasets that fit in memory (mnist, cifar): infinite shuffled train streams and
-finite, padded eval passes that visit every example exactly once across ranks."""
+"""In-memory datasets (mnist, cifar): splits held as arrays, chunked train streams, padded eval
+passes, and `ArrayPipeline`, the data protocol (`algoperf.data.pipeline`) for such datasets.
+
+The sampling rules are `algoperf.data.indices`' (train rows per (seed, step), eval padding with a
+valid mask, the eval_train subset, augmentation seeded per (seed, step, global row))."""
 
 from __future__ import annotations
 
@@ -8,14 +11,17 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from algoperf.data import indices as index_rules
+from algoperf.data.pipeline import Batch, InputPipeline, check_split
 from algoperf.data.sharding import Shard
-
-Batch = dict[str, np.ndarray]
 
 CHUNK_BYTES = 8 << 20
 """The train stream gathers about this many bytes of (decoded) batches at once (`train_chunks`)."""
 MAX_CHUNK_STEPS = 64
-Transform = Callable[[Batch, np.random.Generator], Batch]
+Transform = Callable[[Batch, np.random.Generator, slice, int], Batch]
+"""`(batch, rng, rows, global_batch_size) -> batch`: a train-time augmentation. `rng` is
+`indices.batch_rng(seed, step)`; the transform draws for all `global_batch_size` rows and applies
+the draws of `rows` (this rank's rows), so the result does not depend on the ranks."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,53 +104,8 @@ class ArraySplit:
         """A fixed random subset (the eval_train split); the whole split if it is smaller."""
         if num_examples >= len(self):
             return self
-        indices = np.sort(np.random.default_rng(seed).permutation(len(self))[:num_examples])
-        return ArraySplit(self.take_stored(indices), self.decode)
-
-
-def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
-    """The example order of one epoch: the same on every rank for a given seed."""
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
-
-
-def index_runs(
-    num_examples: int, run_length: int, *, seed: int, start: int
-) -> Iterator[np.ndarray]:
-    """The concatenated epoch orders from position `start` on, cut every `run_length` (infinite).
-
-    Epochs (each a seeded permutation) follow one another, so a run may straddle two and every
-    example appears exactly once per epoch.
-    """
-    epoch, position = divmod(start, num_examples)
-    order = epoch_order(num_examples, seed, epoch)
-    while True:
-        end = position + run_length
-        if end < num_examples:  # the common case: inside one epoch
-            yield order[position:end]
-            position = end
-            continue
-        needed, parts = run_length, []
-        while needed:
-            take = min(needed, num_examples - position)
-            parts.append(order[position : position + take])
-            position += take
-            needed -= take
-            if position == num_examples:
-                epoch, position = epoch + 1, 0
-                order = epoch_order(num_examples, seed, epoch)
-        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
-def global_batch_indices(
-    num_examples: int, global_batch_size: int, *, seed: int, start_step: int = 0
-) -> Iterator[np.ndarray]:
-    """The example indices of every global batch, from batch `start_step` on (infinite).
-
-    A pure function of (seed, step): a resumed trial continues the stream exactly.
-    """
-    return index_runs(
-        num_examples, global_batch_size, seed=seed, start=start_step * global_batch_size
-    )
+        rows = index_rules.eval_train_indices(len(self), num_examples, seed)
+        return ArraySplit(self.take_stored(rows), self.decode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +157,7 @@ def chunk_plans(
     rows = shard.rows(global_batch_size)
     local_size = rows.stop - rows.start
     chunk_steps = steps_per_chunk(split, local_size)
-    runs = index_runs(
+    runs = index_rules.index_runs(
         len(split), chunk_steps * global_batch_size, seed=seed,
         start=start_step * global_batch_size,
     )  # fmt: skip
@@ -242,10 +203,12 @@ def train_batches(
 ) -> Iterator[Batch]:
     """An infinite stream of this rank's model-ready share of each global batch (numpy).
 
-    The batches of `train_chunks`, decoded a chunk at a time. Augmentation gets a generator
-    seeded per (seed, step, rank), so the stream is deterministic per seed.
+    The batches of `train_chunks`, decoded a chunk at a time; `transform` (augmentation) gets
+    `indices.batch_rng(seed, step)` and this rank's rows, so the stream is deterministic per seed
+    and the same for any number of ranks.
     """
     shard = shard or Shard()
+    rows = shard.rows(global_batch_size)
     for chunk in train_chunks(
         split, global_batch_size, seed=seed, shard=shard, start_step=start_step
     ):
@@ -254,34 +217,66 @@ def train_batches(
             start = offset * chunk.rows
             batch = {key: array[start : start + chunk.rows] for key, array in arrays.items()}
             if transform is not None:
-                step = chunk.first_step + offset
-                batch = transform(batch, np.random.default_rng([seed, step, shard.index]))
+                rng = index_rules.batch_rng(seed, chunk.first_step + offset)
+                batch = transform(batch, rng, rows, global_batch_size)
             yield batch
 
 
 def eval_batches(
-    split: ArraySplit,
-    global_batch_size: int,
-    *,
-    shard: Shard | None = None,
-    transform: Transform | None = None,
+    split: ArraySplit, global_batch_size: int, *, shard: Shard | None = None
 ) -> Iterator[Batch]:
     """One pass over a split in fixed-size global batches; the last is zero-padded.
 
-    `weights` is 1 on real rows and 0 on padding, so every example counts exactly once across
-    ranks and the shapes never change (no recompilation for a short last batch).
+    `weights` is 1 on real rows and 0 on padding (`indices.eval_batch_indices`), so every example
+    counts exactly once across ranks and the shapes never change (no recompilation for a short
+    last batch).
     """
-    shard = shard or Shard()
-    rows = shard.rows(global_batch_size)
-    num_examples = len(split)
-    for start in range(0, num_examples, global_batch_size):
-        indices = np.arange(start, start + global_batch_size)[rows]
-        valid = indices < num_examples
-        batch = split.take(np.where(valid, indices, 0))
-        if not valid.all():
+    for rows in index_rules.eval_batch_indices(len(split), global_batch_size, shard):
+        weights = index_rules.valid_mask(rows)
+        batch = split.take(np.where(weights > 0, rows, 0))
+        if not weights.all():
             for array in batch.values():
-                array[~valid] = 0
-        batch["weights"] = valid.astype(np.float32)
-        if transform is not None:
-            batch = transform(batch, np.random.default_rng(0))
+                array[weights == 0] = 0
+        batch["weights"] = weights
         yield batch
+
+
+class ArrayPipeline(InputPipeline):
+    """The data protocol for datasets held in memory as `ArraySplit`s.
+
+    A subclass implements `load_splits(data_dir) -> {"train", "validation", "test"}` and
+    `fake_batch`, and may set `train_transform` (an augmentation; without one, the train stream
+    takes the chunked fast path of `train_chunks` in PyTorch).
+    """
+
+    train_transform: Transform | None = None
+
+    def load(self, data_dir: str) -> dict[str, ArraySplit]:
+        return self.load_splits(data_dir)
+
+    def load_splits(self, data_dir: str) -> dict[str, ArraySplit]:
+        raise NotImplementedError
+
+    def train_batches(self, dataset, global_batch_size, *, seed, shard, start_step=0):
+        transform = type(self).train_transform  # a plain function, not bound to the pipeline
+        return train_batches(
+            dataset["train"], global_batch_size, seed=seed, shard=shard,
+            transform=transform, start_step=start_step,
+        )  # fmt: skip
+
+    def eval_batches(
+        self, dataset, split, global_batch_size, *, seed, shard, num_eval_train_examples
+    ):
+        check_split(split)
+        if split == "eval_train":
+            source = dataset["train"].subset(num_eval_train_examples, seed)
+        else:
+            source = dataset[split]
+        return eval_batches(source, global_batch_size, shard=shard)
+
+    def train_chunks(self, dataset, global_batch_size, *, seed, shard, start_step=0):
+        if type(self).train_transform is not None:
+            return None
+        split = dataset["train"]
+        plans = chunk_plans(split, global_batch_size, seed=seed, shard=shard, start_step=start_step)
+        return split, plans

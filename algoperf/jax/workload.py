@@ -1,8 +1,9 @@
-"""The JAX half of every Workload: flax init, forward with BN/dropout control, loss, input, eval.
+"""The JAX half of every Workload: flax init, forward with BN/dropout control, input and eval.
 
-A workload's `model_jax.py` subclasses `JaxWorkload` and supplies the flax module (`build_model`),
-example inputs for init, and its data (`numpy_batches`, shared with PyTorch through the
-workload's input pipeline).
+A workload's `model_jax.py` subclasses `JaxWorkload` (a classifier: `JaxClassifier` of
+`algoperf.jax.classification`) and supplies the flax module (`build_model`), example inputs for
+init, its loss and its per-batch eval outputs; data comes from the input pipeline it shares with
+PyTorch (the data protocol, docs/data.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 from flax import linen as nn
 
 from algoperf import spec
@@ -29,7 +30,8 @@ def _path_name(path) -> str:
 
 
 class JaxWorkload(SpecWorkload):
-    """Base for JAX workloads; classification loss and metrics by default."""
+    """Base for JAX workloads: a subclass adds `build_model`, `init_inputs`, `loss_fn` and
+    `eval_outputs` (classifiers take the last two from `algoperf.jax.classification`)."""
 
     framework = "jax"
 
@@ -44,6 +46,11 @@ class JaxWorkload(SpecWorkload):
     def init_inputs(self) -> jnp.ndarray:
         """A batch of inputs with the real per-example shape, for `init`."""
         raise NotImplementedError
+
+    def model_inputs(self, batch) -> tuple:
+        """The positional arguments of the model's `__call__`, taken from a batch (default: its
+        `inputs`)."""
+        return (batch["inputs"],)
 
     @property
     def shard(self) -> Shard:
@@ -88,61 +95,22 @@ class JaxWorkload(SpecWorkload):
             kwargs["dropout_rate"] = (
                 self.spec.default_dropout_rate if dropout_rate is None else dropout_rate
             )
-        inputs = augmented_and_preprocessed_input_batch["inputs"]
+        inputs = self.model_inputs(augmented_and_preprocessed_input_batch)
         if train and model_state:
             # BN in train mode normalises with batch statistics; the new running averages are
             # kept only when update_batch_norm (the PyTorch semantics; upstream's JAX ResNet
             # switches to running averages instead, spec/WORKLOADS.md §2).
             logits, new_state = self.model.apply(
                 variables,
-                inputs,
+                *inputs,
                 train=True,
                 mutable=list(model_state),
                 rngs={"dropout": rng},
                 **kwargs,
             )
             return logits, (dict(new_state) if update_batch_norm else model_state)
-        logits = self.model.apply(variables, inputs, train=train, rngs={"dropout": rng}, **kwargs)
+        logits = self.model.apply(variables, *inputs, train=train, rngs={"dropout": rng}, **kwargs)
         return logits, model_state
-
-    # --- loss ------------------------------------------------------------------------------
-    def loss_fn(
-        self,
-        label_batch: spec.Tensor,
-        logits_batch: spec.Tensor,
-        mask_batch: spec.Tensor | None = None,
-        label_smoothing: float = 0.0,
-    ) -> dict[str, spec.Tensor]:
-        """Softmax cross-entropy; integer labels or soft label rows."""
-        num_classes = logits_batch.shape[-1]
-        if label_batch.ndim == logits_batch.ndim:
-            one_hot = label_batch.astype(logits_batch.dtype)
-        else:
-            one_hot = jax.nn.one_hot(label_batch, num_classes, dtype=logits_batch.dtype)
-        smoothed = optax.smooth_labels(one_hot, label_smoothing) if label_smoothing else one_hot
-        per_example = optax.softmax_cross_entropy(logits_batch, smoothed)
-        if mask_batch is not None:
-            per_example = per_example * mask_batch
-            n_valid = mask_batch.sum()
-        else:
-            n_valid = jnp.asarray(per_example.shape[0], dtype=per_example.dtype)
-        return {
-            "summed": per_example.sum(),
-            "n_valid_examples": n_valid,
-            "per_example": per_example,
-        }
-
-    def eval_metric_sums(self, logits, batch) -> dict[str, jnp.ndarray]:
-        weights = batch["weights"]
-        targets = batch["targets"]
-        labels = targets.argmax(-1) if targets.ndim == logits.ndim else targets
-        correct = (logits.argmax(-1) == labels).astype(weights.dtype)
-        losses = self.loss_fn(targets, logits, weights)["per_example"]
-        return {
-            "accuracy": (correct * weights).sum(),
-            "loss": losses.sum(),
-            "num_examples": weights.sum(),
-        }
 
     # --- data ------------------------------------------------------------------------------
     def _build_input_queue(
@@ -169,39 +137,63 @@ class JaxWorkload(SpecWorkload):
             batches = itertools.islice(batches, num_batches)
         return (sharding.shard_local_batch(batch) for batch in batches)
 
+    # --- eval (the loop itself is algoperf.metrics.evaluate) ----------------------------------
     @functools.cached_property
     def _eval_step(self):
         def step(params, model_state, batch, rng):
             logits, _ = self.model_fn(
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
             )
-            return self.eval_metric_sums(logits, batch)
+            return self.eval_outputs(logits, batch)
 
         return jax.jit(step, out_shardings=sharding.get_replicate_sharding())
 
-    def _eval_model_on_split(
-        self,
-        split: str,
-        num_examples: int,
-        global_batch_size: int,
-        params: spec.ParameterContainer,
-        model_state: spec.ModelAuxiliaryState,
-        rng: spec.RandomState,
-        data_dir: str,
-        global_step: int = 0,
-    ) -> dict[str, float]:
-        del num_examples, global_step  # every example of the split is visited exactly once
+    def _eval_batches(self, split, data_dir, global_batch_size):
         seed = self._eval_train_seed if split == "eval_train" else 0
-        sums = None
-        for numpy_batch in self.numpy_batches(split, data_dir, global_batch_size, seed, self.shard):
-            batch = sharding.shard_local_batch(numpy_batch)
-            batch_sums = self._eval_step(params, model_state, batch, rng)
-            sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums, batch_sums)
-        values = {k: float(v) for k, v in jax.device_get(sums).items()}
-        count = values.pop("num_examples")
-        results = {key: value / max(count, 1.0) for key, value in values.items()}
-        results["num_examples"] = int(round(count))
-        return results
+        for batch in self.numpy_batches(split, data_dir, global_batch_size, seed, self.shard):
+            yield sharding.shard_local_batch(batch)
+
+    def _eval_compute(self, params, model_state, rng):
+        return functools.partial(self._eval_step, params, model_state, rng=rng)
+
+    def _collectives(self) -> _JaxCollectives:
+        return _JaxCollectives()
+
+
+class _JaxCollectives:
+    """`algoperf.metrics.EvalCollectives` for JAX: adds under jit dispatch, multi-host gathers."""
+
+    def add(self, totals, outputs):
+        if totals is None:
+            return dict(outputs)
+        return jax.tree.map(jnp.add, totals, dict(outputs))
+
+    def to_numpy(self, outputs):
+        return {key: np.asarray(value) for key, value in jax.device_get(dict(outputs)).items()}
+
+    def sum_over_ranks(self, values: np.ndarray) -> np.ndarray:
+        if jax.process_count() == 1:
+            return values
+        from jax.experimental import multihost_utils
+
+        return np.sum(multihost_utils.process_allgather(values), axis=0)
+
+    def gather_over_ranks(self, rows: dict) -> dict:
+        if jax.process_count() == 1:
+            return rows
+        from jax.experimental import multihost_utils
+
+        # process_allgather needs equal shapes: pad each process's rows to the longest, then cut.
+        counts = multihost_utils.process_allgather(
+            np.asarray([len(next(iter(rows.values()), ()))], np.int64)
+        ).reshape(-1)
+        longest, out = int(counts.max()), {}
+        for key, value in rows.items():
+            padded = np.zeros((longest, *value.shape[1:]), value.dtype)
+            padded[: len(value)] = value
+            everyone = multihost_utils.process_allgather(padded)
+            out[key] = np.concatenate([part[:n] for part, n in zip(everyone, counts)])
+        return out
 
 
 def _is_typed_key(key) -> bool:

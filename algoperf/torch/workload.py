@@ -1,7 +1,8 @@
-"""The PyTorch half of every Workload: init, forward with BN/dropout control, loss, input and eval.
+"""The PyTorch half of every Workload: init, forward with BN/dropout control, input and eval.
 
-A workload's `model_torch.py` subclasses `TorchWorkload` and supplies the model (`build_model`),
-its data (`numpy_batches`) and, where it differs from classification, its loss and eval sums.
+A workload's `model_torch.py` subclasses `TorchWorkload` (a classifier: `TorchClassifier` of
+`algoperf.torch.classification`) and supplies the model (`build_model`), its loss and its
+per-batch eval outputs; data comes from its input pipeline (the data protocol, docs/data.md).
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -21,6 +22,7 @@ from algoperf import rng as np_rng
 from algoperf import spec
 from algoperf.data.prefetch import Prefetcher
 from algoperf.data.sharding import Shard
+from algoperf.data.tree import tree_map
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch import chunks
 from algoperf.torch.distributed import dist_info
@@ -40,29 +42,71 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def to_host_tensors(batch: dict[str, np.ndarray], *, pin: bool) -> dict[str, torch.Tensor]:
-    """Numpy batch -> CPU tensors sharing its memory (copied to pinned memory when `pin`)."""
-    out = {}
-    for key, value in batch.items():
-        tensor = torch.from_numpy(np.ascontiguousarray(value))
-        out[key] = tensor.pin_memory() if pin else tensor
-    return out
+def _host_tensor(value, pin: bool):
+    if not isinstance(value, np.ndarray | np.generic):
+        return value  # strings and other non-array leaves pass through
+    tensor = torch.from_numpy(np.ascontiguousarray(value))
+    return tensor.pin_memory() if pin else tensor
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_host_tensors(batch: Any, *, pin: bool) -> Any:
+    """Numpy batch (any nesting) -> CPU tensors sharing its memory (pinned copies when `pin`)."""
+    return tree_map(functools.partial(_host_tensor, pin=pin), batch)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
     """Host tensors -> `device` (asynchronous copies from pinned memory on CUDA)."""
     if device.type != "cuda":
         return batch
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    return tree_map(
+        lambda value: (
+            value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        ),
+        batch,
+    )
 
 
-def to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+def to_torch(batch: Any, device: torch.device) -> Any:
     """Numpy batch -> tensors on `device` (pinned, asynchronous copies on CUDA)."""
     return to_device(to_host_tensors(batch, pin=device.type == "cuda"), device)
 
 
+class _TorchCollectives:
+    """`algoperf.metrics.EvalCollectives` over torch.distributed (one process: no-ops)."""
+
+    def __init__(self, use_ddp: bool, device: torch.device) -> None:
+        self.distributed = use_ddp and dist.is_initialized()
+        self.device = device
+
+    def add(self, totals, outputs):
+        if totals is None:
+            return {key: torch.as_tensor(value).double() for key, value in outputs.items()}
+        return {key: totals[key] + torch.as_tensor(outputs[key]).double() for key in totals}
+
+    def to_numpy(self, outputs):
+        return {
+            key: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+            for key, value in outputs.items()
+        }
+
+    def sum_over_ranks(self, values: np.ndarray) -> np.ndarray:
+        if not self.distributed:
+            return values
+        tensor = torch.as_tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return tensor.cpu().numpy()
+
+    def gather_over_ranks(self, rows: dict) -> dict:
+        if not self.distributed:
+            return rows
+        everyone: list = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, rows)  # any sizes and dtypes (strings too), rank order
+        return {key: np.concatenate([part[key] for part in everyone]) for key in rows}
+
+
 class TorchWorkload(SpecWorkload):
-    """Base for PyTorch workloads; classification loss and metrics by default."""
+    """Base for PyTorch workloads: a subclass adds `build_model`, `loss_fn` and `eval_outputs`
+    (classifiers take the last two from `algoperf.torch.classification.TorchClassifier`)."""
 
     framework = "pytorch"
 
@@ -76,6 +120,11 @@ class TorchWorkload(SpecWorkload):
     def build_model(self, **model_kwargs) -> nn.Module:
         """The freshly initialised model (on the CPU)."""
         raise NotImplementedError
+
+    def model_inputs(self, batch) -> tuple:
+        """The positional arguments of the model's forward, taken from a batch (default: its
+        `inputs`; a workload whose model takes several, e.g. audio and paddings, overrides it)."""
+        return (batch["inputs"],)
 
     @property
     def shard(self) -> Shard:
@@ -129,60 +178,17 @@ class TorchWorkload(SpecWorkload):
         if training and self._bn_modules and update_batch_norm != self._bn_updating:
             self._set_bn_momentum(update_batch_norm)  # only when the setting changes
             self._bn_updating = update_batch_norm
-        inputs = augmented_and_preprocessed_input_batch["inputs"]
+        inputs = self.model_inputs(augmented_and_preprocessed_input_batch)
         if self.spec.default_dropout_rate is not None:
             rate = self.spec.default_dropout_rate if dropout_rate is None else dropout_rate
             if training:
-                return model(inputs, dropout_rate=rate), model_state
+                return model(*inputs, dropout_rate=rate), model_state
             with torch.no_grad():
-                return model(inputs, dropout_rate=rate), model_state
+                return model(*inputs, dropout_rate=rate), model_state
         if training:  # a model without dropout (mnist, cifar, resnet): no keyword to pass
-            return model(inputs), model_state
+            return model(*inputs), model_state
         with torch.no_grad():
-            return model(inputs), model_state
-
-    # --- loss ------------------------------------------------------------------------------
-    def loss_fn(
-        self,
-        label_batch: spec.Tensor,
-        logits_batch: spec.Tensor,
-        mask_batch: spec.Tensor | None = None,
-        label_smoothing: float = 0.0,
-    ) -> dict[str, spec.Tensor]:
-        """Softmax cross-entropy; integer labels or soft (one-hot / mixup) label rows."""
-        if label_batch.dtype.is_floating_point and label_batch.ndim == logits_batch.ndim:
-            num_classes = logits_batch.shape[-1]
-            smoothed = label_batch * (1.0 - label_smoothing) + label_smoothing / num_classes
-            per_example = -(smoothed * F.log_softmax(logits_batch, dim=-1)).sum(dim=-1)
-        else:
-            per_example = F.cross_entropy(
-                logits_batch, label_batch.long(), reduction="none", label_smoothing=label_smoothing
-            )
-        if mask_batch is not None:
-            per_example = per_example * mask_batch
-            n_valid = mask_batch.sum()
-        else:
-            n_valid = per_example.new_full((), float(per_example.shape[0]))  # no host copy
-        return {
-            "summed": per_example.sum(),
-            "n_valid_examples": n_valid,
-            "per_example": per_example,
-        }
-
-    def eval_metric_sums(
-        self, logits: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        """Sums over the valid rows of one eval batch; `num_examples` is the divisor."""
-        weights = batch["weights"]
-        targets = batch["targets"]
-        labels = targets.argmax(-1) if targets.ndim == logits.ndim else targets
-        correct = (logits.argmax(-1) == labels).to(weights.dtype)
-        losses = self.loss_fn(targets, logits, weights)["per_example"]
-        return {
-            "accuracy": (correct * weights).sum(),
-            "loss": losses.sum(),
-            "num_examples": weights.sum(),
-        }
+            return model(*inputs), model_state
 
     # --- data ------------------------------------------------------------------------------
     def _build_input_queue(
@@ -195,7 +201,7 @@ class TorchWorkload(SpecWorkload):
         repeat_final_dataset: bool | None = None,
         num_batches: int | None = None,
         start_batch: int = 0,
-    ) -> Iterator[dict[str, torch.Tensor]]:
+    ) -> Iterator[Any]:
         seed = np_rng.seed_from_key(data_rng)
         if split == "train":
             self._eval_train_seed = seed
@@ -206,9 +212,7 @@ class TorchWorkload(SpecWorkload):
         pin = device.type == "cuda"
         planned = None
         if split == "train":
-            planned = self.train_chunk_plans(
-                data_dir, global_batch_size, seed, self.shard, start_batch
-            )
+            planned = self.train_chunks(data_dir, global_batch_size, seed, start_batch)
         if planned is not None:  # in-memory arrays: gathered and decoded a chunk at a time
             batches = chunks.tensor_train_batches(*planned, pin=pin)
             convert = None
@@ -230,37 +234,21 @@ class TorchWorkload(SpecWorkload):
         host_batches = Prefetcher(batches, convert)
         return (to_device(batch, device) for batch in host_batches)
 
-    def _eval_model_on_split(
-        self,
-        split: str,
-        num_examples: int,
-        global_batch_size: int,
-        params: spec.ParameterContainer,
-        model_state: spec.ModelAuxiliaryState,
-        rng: spec.RandomState,
-        data_dir: str,
-        global_step: int = 0,
-    ) -> dict[str, float]:
-        del num_examples, global_step  # every example of the split is visited exactly once
+    # --- eval (the loop itself is algoperf.metrics.evaluate) ----------------------------------
+    def _eval_batches(self, split, data_dir, global_batch_size):
         seed = self._eval_train_seed if split == "eval_train" else 0
-        sums: dict[str, torch.Tensor] = {}
-        for numpy_batch in self.numpy_batches(split, data_dir, global_batch_size, seed, self.shard):
-            batch = to_torch(numpy_batch, self._dist.device)
+        for batch in self.numpy_batches(split, data_dir, global_batch_size, seed, self.shard):
+            yield to_torch(batch, self._dist.device)
+
+    def _eval_compute(self, params, model_state, rng):
+        def compute(batch):
             logits, _ = self.model_fn(
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
             )
             with torch.no_grad():
-                for key, value in self.eval_metric_sums(logits, batch).items():
-                    sums[key] = sums.get(key, 0.0) + value.double()
-        return self._reduce_sums(sums)
+                return self.eval_outputs(logits, batch)
 
-    def _reduce_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, float]:
-        keys = sorted(sums)
-        stacked = torch.stack([torch.as_tensor(sums[k]) for k in keys]).to(torch.float64)
-        if self._dist.use_ddp and dist.is_initialized():
-            dist.all_reduce(stacked)
-        values = dict(zip(keys, stacked.cpu().tolist()))
-        count = values.pop("num_examples")
-        results = {key: value / max(count, 1.0) for key, value in values.items()}
-        results["num_examples"] = int(round(count))
-        return results
+        return compute
+
+    def _collectives(self) -> _TorchCollectives:
+        return _TorchCollectives(self._dist.use_ddp, self._dist.device)

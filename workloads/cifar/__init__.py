@@ -8,7 +8,7 @@ _BUDGET = Budget(max_allowed_runtime_sec=3_600, eval_period_time_sec=600, step_h
 SPEC = WorkloadSpec(
     name="cifar",
     base="cifar",
-    dataset="cifar10",
+    dataset="cifar",
     target_metric_name="accuracy",
     validation_target=0.85,
     test_target=0.85,

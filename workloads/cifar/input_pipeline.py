@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 import pathlib
 import pickle
-from collections.abc import Iterator
 
 import numpy as np
 
-from algoperf.data.arrays import ArraySplit, Normalise, eval_batches, train_batches
-from algoperf.data.sharding import Shard
+from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
 from workloads.cifar import SPEC
 
 MEAN = np.asarray(SPEC.train_mean, np.float32)
@@ -178,13 +176,23 @@ def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str
     return splits_from_dir(folder, layout)
 
 
-def random_crop_and_flip(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+def random_crop_and_flip(
+    batch: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    rows: slice | None = None,
+    global_batch_size: int | None = None,
+) -> dict:
     """Pad 4 px, take a random 32x32 crop and flip half the images horizontally, in one gather.
 
-    The padding is black in pixel space ((0 - mean) / std after normalisation), as torchvision's
+    The offsets and flips are drawn for all `global_batch_size` rows of the global batch and
+    `rows` (this rank's) are applied (`algoperf.data.arrays.Transform`: the same augmentation on
+    any number of ranks); by default the batch is the whole global batch. The padding is black
+    in pixel space ((0 - mean) / std after normalisation), as torchvision's
     `RandomCrop(32, padding=4)` before `Normalize` in upstream's PyTorch pipeline.
     """
     images = batch["inputs"]
+    rows = rows if rows is not None else slice(0, len(images))
+    global_batch_size = global_batch_size or len(images)
     channels_last = images.shape[-1] == NUM_CHANNELS  # NHWC; NCHW ends with the width, 32
     hw_images = images if channels_last else images.transpose(0, 2, 3, 1)  # a view, no copy
     size = hw_images.shape[0]
@@ -192,9 +200,9 @@ def random_crop_and_flip(batch: dict[str, np.ndarray], rng: np.random.Generator)
     padded = np.empty((size, IMAGE_SIZE + 2 * PAD, IMAGE_SIZE + 2 * PAD, NUM_CHANNELS), np.float32)
     padded[...] = fill
     padded[:, PAD:-PAD, PAD:-PAD, :] = hw_images
-    top = rng.integers(0, 2 * PAD + 1, size)
-    left = rng.integers(0, 2 * PAD + 1, size)
-    flip = rng.random(size) < 0.5
+    top = rng.integers(0, 2 * PAD + 1, global_batch_size)[rows]
+    left = rng.integers(0, 2 * PAD + 1, global_batch_size)[rows]
+    flip = (rng.random(global_batch_size) < 0.5)[rows]
     offsets = np.arange(IMAGE_SIZE)
     rows = top[:, None] + offsets  # [B, 32]
     cols = left[:, None] + np.where(flip[:, None], offsets[::-1], offsets)  # [B, 32]
@@ -204,29 +212,16 @@ def random_crop_and_flip(batch: dict[str, np.ndarray], rng: np.random.Generator)
     return {**batch, "inputs": np.ascontiguousarray(cropped)}
 
 
-def batches(
-    splits: dict[str, ArraySplit],
-    split: str,
-    global_batch_size: int,
-    *,
-    seed: int,
-    shard: Shard,
-    num_eval_train_examples: int,
-    start_step: int = 0,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Train: infinite shuffled, augmented stream. eval_train/validation/test: one padded pass."""
-    if split == "train":
-        return train_batches(
-            splits["train"], global_batch_size, seed=seed, shard=shard,
-            transform=random_crop_and_flip, start_step=start_step,
-        )  # fmt: skip
-    if split == "eval_train":
-        source = splits["train"].subset(num_eval_train_examples, seed)
-    elif split in ("validation", "test"):
-        source = splits[split]
-    else:
-        raise ValueError(f"unknown split {split!r}; use train, eval_train, validation or test.")
-    return eval_batches(source, global_batch_size, shard=shard)
+class Pipeline(ArrayPipeline):
+    """CIFAR-10 as the data protocol: in-memory splits, train batches cropped and flipped."""
+
+    train_transform = staticmethod(random_crop_and_flip)
+
+    def load_splits(self, data_dir: str) -> dict[str, ArraySplit]:
+        return load_splits(data_dir, layout=self.layout, allow_download=self.allow_download)
+
+    def fake_batch(self, batch_size: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+        return fake_batch(batch_size, layout=self.layout, seed=seed)
 
 
 def fake_batch(batch_size: int, *, layout: str = "NCHW", seed: int = 0) -> dict[str, np.ndarray]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import linen as nn
 
-from algoperf.jax.workload import JaxWorkload
-from workloads.cifar import input_pipeline
+from algoperf.jax.classification import JaxClassifier
 
 # flax BN momentum is the decay of the running average: 0.9 here = torch momentum 0.1.
 BN_MOMENTUM, BN_EPS = 0.9, 1e-5
@@ -88,12 +87,11 @@ class ResNet18(nn.Module):
         )(x)  # fmt: skip
 
 
-class Workload(JaxWorkload):
+class Workload(JaxClassifier):
     """`init_model_fn` (inherited) returns the BN `batch_stats` as model_state; upstream's JAX
     CIFAR returns the params there instead and loses them (WORKLOADS.md §1, a bug)."""
 
     output_param_prefixes = ("fc",)
-    input_pipeline = input_pipeline
     data_layout = "NHWC"
 
     def build_model(self, **model_kwargs) -> nn.Module:

@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algoperf.torch.classification import TorchClassifier
 from algoperf.torch.init import lecun_normal_
 from algoperf.torch.layers import Shortcut
 from algoperf.torch.layers import batch_norm as _batch_norm
-from algoperf.torch.workload import TorchWorkload
-from workloads.cifar import input_pipeline
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -80,9 +79,8 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-class Workload(TorchWorkload):
+class Workload(TorchClassifier):
     output_param_prefixes = ("fc.",)
-    input_pipeline = input_pipeline
     data_layout = "NCHW"
 
     def build_model(self, **model_kwargs) -> nn.Module:

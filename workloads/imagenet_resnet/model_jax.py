@@ -10,8 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import linen as nn
 
-from algoperf.jax.workload import JaxWorkload
-from workloads.imagenet_resnet import input_pipeline
+from algoperf.jax.classification import JaxClassifier
 
 # flax BN momentum is the decay of the running average: 0.9 here = torch momentum 0.1.
 BN_MOMENTUM, BN_EPS = 0.9, 1e-5
@@ -109,7 +108,7 @@ class ResNet50(nn.Module):
         )(x)  # fmt: skip
 
 
-class Workload(input_pipeline.ImageNetData, JaxWorkload):
+class Workload(JaxClassifier):
     output_param_prefixes = ("fc",)
     data_layout = "NHWC"
 
@@ -118,4 +117,6 @@ class Workload(input_pipeline.ImageNetData, JaxWorkload):
         return ResNet50(**model_kwargs)
 
     def init_inputs(self):
-        return jnp.zeros((1, self.image_size, self.image_size, 3), jnp.float32)
+        return jnp.zeros(
+            (1, self.pipeline.options.image_size, self.pipeline.options.image_size, 3), jnp.float32
+        )

@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algoperf.torch.classification import TorchClassifier
 from algoperf.torch.init import lecun_normal_
 from algoperf.torch.layers import Shortcut
 from algoperf.torch.layers import batch_norm as _batch_norm
-from algoperf.torch.workload import TorchWorkload
-from workloads.imagenet_resnet import input_pipeline
 
 EXPANSION = 4
 ACTIVATIONS = {
@@ -111,7 +110,7 @@ class ResNet50(nn.Module):
         return self.fc(x)
 
 
-class Workload(input_pipeline.ImageNetData, TorchWorkload):
+class Workload(TorchClassifier):
     output_param_prefixes = ("fc.",)
     data_layout = "NCHW"
 

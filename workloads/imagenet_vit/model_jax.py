@@ -15,9 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from algoperf.jax.workload import JaxWorkload
-from workloads.imagenet_resnet import input_pipeline
-from workloads.imagenet_vit import augment
+from algoperf.jax.classification import JaxClassifier
 
 LAYER_NORM_EPS = 1e-6
 POSEMB_TEMPERATURE = 10_000.0
@@ -201,12 +199,11 @@ class ViT(nn.Module):
         )(jnp.tanh(x_BW))  # fmt: skip
 
 
-class Workload(input_pipeline.ImageNetData, JaxWorkload):
-    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`),
-    trained with RandAugment and mixup (augment.py)."""
+class Workload(JaxClassifier):
+    """Data: the shared ImageNet pipeline (workloads/imagenet; options `image_size`,
+    `num_workers`), trained with RandAugment and mixup."""
 
-    train_augment = staticmethod(augment.rand_augment)
-    train_mixup = staticmethod(augment.mixup_batch)
+    pipeline_defaults = {"augmentation": "randaugment_mixup"}
     output_param_prefixes = ("head/",)
     data_layout = "NHWC"
 

@@ -12,10 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algoperf.torch.classification import TorchClassifier
 from algoperf.torch.init import lecun_normal_
-from algoperf.torch.workload import TorchWorkload
-from workloads.imagenet_resnet import input_pipeline
-from workloads.imagenet_vit import augment
 
 LAYER_NORM_EPS = 1e-6
 POSEMB_TEMPERATURE = 10_000.0
@@ -207,12 +205,11 @@ class ViT(nn.Module):
         return self.head(torch.tanh(self.pre_logits(x_BW)))
 
 
-class Workload(input_pipeline.ImageNetData, TorchWorkload):
-    """Data: the shared ImageNet pipeline (constructor options `image_size`, `num_workers`),
-    trained with RandAugment and mixup (augment.py)."""
+class Workload(TorchClassifier):
+    """Data: the shared ImageNet pipeline (workloads/imagenet; options `image_size`,
+    `num_workers`), trained with RandAugment and mixup."""
 
-    train_augment = staticmethod(augment.rand_augment)
-    train_mixup = staticmethod(augment.mixup_batch)
+    pipeline_defaults = {"augmentation": "randaugment_mixup"}
     output_param_prefixes = ("head.",)
     data_layout = "NCHW"
 

@@ -13,12 +13,10 @@ import gzip
 import logging
 import pathlib
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 
-from algoperf.data.arrays import ArraySplit, Normalise, eval_batches, train_batches
-from algoperf.data.sharding import Shard
+from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
 
 MEAN, STD = 0.1307, 0.3081
 NUM_TRAIN = 50_000
@@ -183,34 +181,15 @@ def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str
     return _splits_from_idx(files, layout)
 
 
-def batches(
-    splits: dict[str, ArraySplit],
-    split: str,
-    global_batch_size: int,
-    *,
-    seed: int,
-    shard: Shard,
-    num_eval_train_examples: int,
-    start_step: int = 0,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Train: infinite shuffled stream. eval_train/validation/test: one padded pass."""
-    if split == "train":
-        return train_batches(
-            splits["train"], global_batch_size, seed=seed, shard=shard, start_step=start_step
-        )
-    if split == "eval_train":
-        source = splits["train"].subset(num_eval_train_examples, seed)
-    elif split in ("validation", "test"):
-        source = splits[split]
-    else:
-        raise ValueError(f"unknown split {split!r}; use train, eval_train, validation or test.")
-    return eval_batches(source, global_batch_size, shard=shard)
+class Pipeline(ArrayPipeline):
+    """MNIST as the data protocol: in-memory splits, no augmentation (so the PyTorch train
+    stream gathers and decodes a chunk at a time: `algoperf.torch.chunks`)."""
 
+    def load_splits(self, data_dir: str) -> dict[str, ArraySplit]:
+        return load_splits(data_dir, layout=self.layout, allow_download=self.allow_download)
 
-def plain_train_split(splits: dict[str, ArraySplit]) -> ArraySplit:
-    """The split the train stream is `train_batches` of, with no per-step transform (so a
-    framework may decode and cut its chunks itself: `SpecWorkload.train_chunk_plans`)."""
-    return splits["train"]
+    def fake_batch(self, batch_size: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+        return fake_batch(batch_size, layout=self.layout, seed=seed)
 
 
 def fake_batch(batch_size: int, *, layout: str = "NCHW", seed: int = 0) -> dict[str, np.ndarray]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import linen as nn
 
-from algoperf.jax.workload import JaxWorkload
-from workloads.mnist import input_pipeline
+from algoperf.jax.classification import JaxClassifier
 
 
 class MLP(nn.Module):
@@ -22,9 +21,8 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes, name="layer2")(x)
 
 
-class Workload(JaxWorkload):
+class Workload(JaxClassifier):
     output_param_prefixes = ("layer2",)
-    input_pipeline = input_pipeline
     data_layout = "NHWC"
 
     def build_model(self, **model_kwargs) -> nn.Module:

@@ -6,9 +6,8 @@ from collections import OrderedDict
 
 from torch import nn
 
+from algoperf.torch.classification import TorchClassifier
 from algoperf.torch.init import lecun_init_
-from algoperf.torch.workload import TorchWorkload
-from workloads.mnist import input_pipeline
 
 
 class MLP(nn.Module):
@@ -30,9 +29,8 @@ class MLP(nn.Module):
         return self.net(inputs_B1HW)
 
 
-class Workload(TorchWorkload):
+class Workload(TorchClassifier):
     output_param_prefixes = ("net.layer2.",)
-    input_pipeline = input_pipeline
     data_layout = "NCHW"
 
     def build_model(self, **model_kwargs) -> nn.Module:

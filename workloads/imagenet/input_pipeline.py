@@ -1,7 +1,8 @@
 """ImageNet-2012 (train, validation) and ImageNet-v2 (test) from JPEG folders, without TensorFlow.
 
-Shared by imagenet_resnet and imagenet_vit. Layout (what `prepare.py` builds; upstream's PyTorch
-layout `imagenet/pytorch/{train,val}` is found too):
+The dataset-level pipeline of imagenet_resnet and imagenet_vit (both SPECs say
+`dataset="imagenet"`; the registry finds this module through that field). Layout (what
+`prepare.py` builds; upstream's PyTorch layout `imagenet/pytorch/{train,val}` is found too):
 
   <data_dir>/imagenet/train/<wnid>/*.JPEG         1,281,167 images, 1,000 class folders
   <data_dir>/imagenet/val/<wnid>/*.JPEG           50,000 images
@@ -36,15 +37,16 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_convert, get_worker_info
 
-from algoperf.data.arrays import global_batch_indices
+from algoperf.data import indices as index_rules
+from algoperf.data.pipeline import InputPipeline, PipelineOptions, check_split
 from algoperf.data.sharding import Shard
-from workloads.imagenet_resnet import SPEC
 
 IMAGE_SIZE = 224
 NUM_CLASSES = 1000
 NUM_CHANNELS = 3
-MEAN = np.asarray(SPEC.train_mean, np.float32)
-STD = np.asarray(SPEC.train_stddev, np.float32)
+# Per channel, on pixels scaled to [0, 1] (both SPECs' train_mean / train_stddev).
+MEAN = np.asarray((0.485, 0.456, 0.406), np.float32)
+STD = np.asarray((0.229, 0.224, 0.225), np.float32)
 # Eval resizes the shorter side to image_size / 0.875 (224 -> 256), then centre-crops.
 CENTER_CROP_FRACTION = 0.875
 CROP_AREA = (0.08, 1.0)
@@ -59,10 +61,9 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 LAYOUTS = ("NCHW", "NHWC")
 MAX_DEFAULT_WORKERS = 16
 PREPARE_COMMAND = (
-    "python -m workloads.imagenet_resnet.prepare --data_dir DIR --archive_dir "
+    "python -m workloads.imagenet.prepare --data_dir DIR --archive_dir "
     "FOLDER_WITH_THE_ILSVRC2012_AND_IMAGENETV2_TARBALLS"
 )
-SPLITS = ("train", "eval_train", "validation", "test")
 
 
 # --- file lists ----------------------------------------------------------------------------
@@ -257,7 +258,7 @@ class DecodedImages(Dataset):
     def __getitem__(self, key) -> dict:
         if self.train:
             index, step, row = key
-            rng = np.random.default_rng([self.seed, step, row])
+            rng = index_rules.example_rng(self.seed, step, row)
             image = load_rgb(self.files.path(index))
             pixels = train_image(image, self.image_size, rng, self.augment)
             return {
@@ -292,21 +293,11 @@ class TrainBatches:
 
     def __iter__(self):
         rows = np.arange(self.global_batch_size)[self.shard.rows(self.global_batch_size)]
-        steps = global_batch_indices(
+        steps = index_rules.global_batch_indices(
             self.num_examples, self.global_batch_size, seed=self.seed, start_step=self.start_step
         )
         for step, indices in enumerate(steps, start=self.start_step):
             yield [(int(indices[row]), step, int(row)) for row in rows]
-
-
-def eval_batch_keys(num_examples: int, global_batch_size: int, shard: Shard) -> list[list[int]]:
-    """This rank's rows of each global eval batch; -1 pads the last one (weight 0)."""
-    rows = shard.rows(global_batch_size)
-    keys = []
-    for start in range(0, num_examples, global_batch_size):
-        indices = np.arange(start, start + global_batch_size)[rows]
-        keys.append([int(i) if i < num_examples else -1 for i in indices])
-    return keys
 
 
 class Collate:
@@ -338,35 +329,32 @@ def as_numpy(batch: dict) -> dict[str, np.ndarray]:
 # --- splits and batches ----------------------------------------------------------------------
 @dataclasses.dataclass
 class ImageNetSplits:
-    """The file lists of every split and how to turn them into batches."""
+    """The file lists of the train and validation splits (the test split is listed on first
+    use, from the folder the pipeline's `extra_data_dir` names or the usual places)."""
 
     root: pathlib.Path
     train: ImageFiles
     validation: ImageFiles
-    layout: str
-    image_size: int
-    num_workers: int | None = None
-    imagenet_v2_data_dir: str | None = None
-    _test: ImageFiles | None = None
+    _tests: dict = dataclasses.field(default_factory=dict)
 
-    def test(self) -> ImageFiles:
-        """ImageNet-v2, listed on first use (its folder may come with the first eval).
+    def test(self, imagenet_v2_data_dir: str | None) -> ImageFiles:
+        """ImageNet-v2, listed once per folder.
 
         Raises:
           FileNotFoundError: no ImageNet-v2 folder was found.
         """
-        if self._test is None:
-            folder = find_v2_folder(self.root, self.imagenet_v2_data_dir)
+        if imagenet_v2_data_dir not in self._tests:
+            folder = find_v2_folder(self.root, imagenet_v2_data_dir)
             if folder is None:
-                where = self.imagenet_v2_data_dir or f"{self.root / V2_DIR}"
+                where = imagenet_v2_data_dir or f"{self.root / V2_DIR}"
                 raise FileNotFoundError(
                     f"ImageNet-v2 (the test split) not found in {where}: expected class folders "
                     f"0..999 there; build them with `{PREPARE_COMMAND}` or pass "
                     "--imagenet_v2_data_dir."
                 )
-            self._test = list_v2(folder)
-            _warn_if_not_full(folder, "test", len(self._test))
-        return self._test
+            self._tests[imagenet_v2_data_dir] = list_v2(folder)
+            _warn_if_not_full(folder, "test", len(self._tests[imagenet_v2_data_dir]))
+        return self._tests[imagenet_v2_data_dir]
 
 
 def _warn_if_not_full(folder: pathlib.Path, split: str, count: int) -> None:
@@ -377,24 +365,13 @@ def _warn_if_not_full(folder: pathlib.Path, split: str, count: int) -> None:
         )  # fmt: skip
 
 
-def load_splits(
-    data_dir: str,
-    *,
-    layout: str,
-    allow_download: bool = False,
-    image_size: int = IMAGE_SIZE,
-    num_workers: int | None = None,
-    imagenet_v2_data_dir: str | None = None,
-) -> ImageNetSplits:
+def load_splits(data_dir: str) -> ImageNetSplits:
     """List the train and validation images under `data_dir` (ImageNet cannot be downloaded).
 
     Raises:
       FileNotFoundError: no train/ and val/ folders (the message says where and how to build them).
-      ValueError: an empty split, a validation class that train lacks, or a bad layout.
+      ValueError: an empty split or a validation class that train lacks.
     """
-    del allow_download  # ImageNet needs a login to download: prepare.py works from the tarballs
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
     root = find_root(data_dir)
     if root is None:
         raise FileNotFoundError(
@@ -415,10 +392,7 @@ def load_splits(
                 f"{root / SPLIT_DIRS[split]}: no images; rebuild it with `{PREPARE_COMMAND}`."
             )
         _warn_if_not_full(root, split, len(split_files))
-    return ImageNetSplits(
-        root, files["train"], files["validation"], layout, image_size, num_workers,
-        imagenet_v2_data_dir,
-    )  # fmt: skip
+    return ImageNetSplits(root, files["train"], files["validation"])
 
 
 def default_num_workers() -> int:
@@ -448,46 +422,12 @@ def _loader(dataset: Dataset, batch_keys, collate: Collate, num_workers: int) ->
     return (as_numpy(batch) for batch in loader)
 
 
-def batches(
-    splits: ImageNetSplits,
-    split: str,
-    global_batch_size: int,
-    *,
-    seed: int,
-    shard: Shard,
-    num_eval_train_examples: int,
-    start_step: int = 0,
-    augment: Augment | None = None,
-    mixup: Mixup | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Train: this rank's endless, augmented stream from `start_step` (crop and flip, then
-    `augment` per image and `mixup` per batch if given). eval_train (a fixed seeded subset of
-    train), validation, test: one pass, the last batch padded (weights 0), never augmented."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-    num_workers = splits.num_workers
-    if num_workers is None:
-        num_workers = default_num_workers()
-    if split == "train":
-        files = splits.train
-        sampler = TrainBatches(len(files), global_batch_size, seed, shard, start_step)
-        dataset = DecodedImages(files, splits.image_size, train=True, seed=seed, augment=augment)
-        return _loader(dataset, sampler, Collate(splits.layout, mixup, seed), num_workers)
-    if split == "eval_train":
-        files = eval_train_subset(splits.train, num_eval_train_examples, seed)
-    else:
-        files = splits.validation if split == "validation" else splits.test()
-    keys = eval_batch_keys(len(files), global_batch_size, shard)
-    dataset = DecodedImages(files, splits.image_size, train=False)
-    return _loader(dataset, keys, Collate(splits.layout), num_workers)
-
-
 def eval_train_subset(files: ImageFiles, num_examples: int, seed: int) -> ImageFiles:
-    """A fixed random subset of the train split (all of it if smaller), in file order."""
+    """The eval_train subset of the train files (`indices.eval_train_indices`)."""
     if num_examples >= len(files):
         return files
-    indices = np.sort(np.random.default_rng(seed).permutation(len(files))[:num_examples])
-    return ImageFiles(files.root, files.paths[indices], files.labels[indices])
+    rows = index_rules.eval_train_indices(len(files), num_examples, seed)
+    return ImageFiles(files.root, files.paths[rows], files.labels[rows])
 
 
 def fake_batch(
@@ -508,67 +448,84 @@ def fake_batch(
     }
 
 
-# --- the data half of the ImageNet Workload classes ----------------------------------------
-class ImageNetData:
-    """Mixed into both frameworks' ImageNet Workload classes (`class Workload(ImageNetData,
-    TorchWorkload)`): the constructor options below and the data plumbing.
+# --- the data protocol -----------------------------------------------------------------------
+AUGMENTATIONS = ("crop_flip", "randaugment_mixup")
 
-    Args (constructor, besides the base class's):
-      image_size: side of the square model input (224; tests use a few dozen pixels).
-      num_workers: decoding processes per rank (default: the cores split among local ranks;
-        0 decodes in the training process).
 
-    Class attributes: `train_augment` (an `Augment`) and `train_mixup` (a `Mixup`), None here
-    (ResNet: crop and flip only); imagenet_vit sets RandAugment and mixup. Both must be
-    module-level functions (they are pickled to the decoding workers).
-    """
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options(PipelineOptions):
+    """ImageNet's options (`--workload_options KEY=VALUE`; `extra_data_dir` is ImageNet-v2)."""
 
-    train_augment: Augment | None = None
-    train_mixup: Mixup | None = None
+    image_size: int = IMAGE_SIZE
+    """Side of the square model input (224; tests use a few dozen pixels)."""
+    num_workers: int | None = None
+    """Decoding processes per rank (default: the cores split among local ranks; 0 decodes in
+    the training process)."""
+    augmentation: str = "crop_flip"
+    """Train augmentation: `crop_flip` (random-resized crop + flip: imagenet_resnet) or
+    `randaugment_mixup` (then RandAugment per image and mixup per batch: imagenet_vit)."""
 
-    def __init__(self, workload_spec, *, image_size=IMAGE_SIZE, num_workers=None, **kwargs):
-        super().__init__(workload_spec, **kwargs)
-        self.image_size = _whole_number("image_size", image_size, 1)
-        self.num_workers = (
-            None if num_workers is None else _whole_number("num_workers", num_workers, 0)
-        )
-        self._imagenet_v2_data_dir: str | None = None
-
-    def numpy_batches(self, split, data_dir, global_batch_size, seed, shard, start_step=0):
-        if self._splits is None:
-            self._splits = load_splits(
-                data_dir,
-                layout=self.data_layout,
-                image_size=self.image_size,
-                num_workers=self.num_workers,
-                imagenet_v2_data_dir=self._imagenet_v2_data_dir,
+    def __post_init__(self):
+        object.__setattr__(self, "image_size", _whole_number("image_size", self.image_size, 1))
+        if self.num_workers is not None:
+            workers = _whole_number("num_workers", self.num_workers, 0)
+            object.__setattr__(self, "num_workers", workers)
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got "
+                f"{self.augmentation!r}."
             )
-        return batches(
-            self._splits,
-            split,
-            global_batch_size,
-            seed=seed,
-            shard=shard,
-            num_eval_train_examples=self.num_eval_train_examples,
-            start_step=start_step,
-            augment=self.train_augment,
-            mixup=self.train_mixup,
-        )
 
-    def eval_model(
-        self, global_batch_size, params, model_state, rng, data_dir, imagenet_v2_data_dir,
-        global_step,
-    ):  # fmt: skip
-        # The runner hands the ImageNet-v2 folder (--imagenet_v2_data_dir) to every eval.
-        if imagenet_v2_data_dir and imagenet_v2_data_dir != self._imagenet_v2_data_dir:
-            self._imagenet_v2_data_dir = imagenet_v2_data_dir
-            if self._splits is not None:
-                self._splits.imagenet_v2_data_dir = imagenet_v2_data_dir
-                self._splits._test = None
-        return super().eval_model(
-            global_batch_size, params, model_state, rng, data_dir, imagenet_v2_data_dir,
-            global_step,
-        )  # fmt: skip
+
+class Pipeline(InputPipeline):
+    """ImageNet as the data protocol: JPEGs decoded in worker processes, each rank its rows."""
+
+    Options = Options
+
+    def _workers(self) -> int:
+        workers = self.options.num_workers
+        return default_num_workers() if workers is None else workers
+
+    def _augmentation(self) -> tuple[Augment | None, Mixup | None]:
+        if self.options.augmentation == "crop_flip":
+            return None, None
+        from workloads.imagenet import augment  # module-level functions: picklable to workers
+
+        return augment.rand_augment, augment.mixup_batch
+
+    def load(self, data_dir: str) -> ImageNetSplits:
+        return load_splits(data_dir)
+
+    def train_batches(self, dataset, global_batch_size, *, seed, shard, start_step=0):
+        files, (per_image, mixup) = dataset.train, self._augmentation()
+        sampler = TrainBatches(len(files), global_batch_size, seed, shard, start_step)
+        images = DecodedImages(
+            files, self.options.image_size, train=True, seed=seed, augment=per_image
+        )
+        collate = Collate(self.layout, mixup, seed)
+        return _loader(images, sampler, collate, self._workers())
+
+    def eval_batches(
+        self, dataset, split, global_batch_size, *, seed, shard, num_eval_train_examples
+    ):
+        check_split(split)
+        if split == "eval_train":
+            files = eval_train_subset(dataset.train, num_eval_train_examples, seed)
+        elif split == "validation":
+            files = dataset.validation
+        else:
+            files = dataset.test(self.options.extra_data_dir)
+        keys = [
+            rows.tolist()
+            for rows in index_rules.eval_batch_indices(len(files), global_batch_size, shard)
+        ]
+        images = DecodedImages(files, self.options.image_size, train=False)
+        return _loader(images, keys, Collate(self.layout), self._workers())
+
+    def fake_batch(self, batch_size: int, *, seed: int = 0) -> dict[str, np.ndarray]:
+        return fake_batch(
+            batch_size, layout=self.layout, seed=seed, image_size=self.options.image_size
+        )
 
 
 def _whole_number(name: str, value, minimum: int) -> int:
