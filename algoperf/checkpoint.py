@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from algoperf.runner import LoopState
+from algoperf.loop import LoopState
 
 PREFIX = "checkpoint_"
 LOOP_FILE = "loop.json"

@@ -1,7 +1,8 @@
-"""One trial under the benchmark's timing rules (spec/RULES.md §4), framework-free.
+"""The timed training loop under the benchmark's timing rules (docs/rules.md), framework-free.
 
-`train_loop` is the timed loop; `run_trial` does the untimed setup around it; `algoperf.run`
-(in `algoperf/run.py`) turns a RunConfig into trials. Framework work goes through a `Backend`.
+`train_loop` is the loop; `algoperf/trial.py` does the untimed setup of a trial around it and
+plugs its logging, checkpointing and stop handling in through `LoopHooks`. Framework work goes
+through a `Backend`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -109,56 +109,41 @@ class TrainVars:
     optimizer_state: Any
 
 
-def _prepare_for_eval(workload, submission, hyperparameters, variables, state, rng) -> None:
-    if submission.prepare_for_eval is None:
-        return
-    variables.optimizer_state, variables.params, variables.model_state = (
-        submission.prepare_for_eval(
-            workload,
-            variables.params,
-            workload.model_params_types,
-            variables.model_state,
-            hyperparameters,
-            workload.loss_type,
-            variables.optimizer_state,
-            state.eval_results,
-            state.global_step,
-            rng,
-        )
-    )
+def _noop(*args) -> None:
+    del args
 
 
-def _eval_and_log(workload, variables, state, settings, clock, eval_rng, on_eval) -> None:
-    """Untimed eval, goal checks, then logging and checkpointing (RULES.md §4 step 4)."""
-    eval_start = clock.now(variables.params)
-    results = workload.eval_model(
-        settings.eval_batch_size,
-        variables.params,
-        variables.model_state,
-        eval_rng,
-        settings.data_dir,
-        settings.imagenet_v2_data_dir,
-        state.global_step,
-    )
-    eval_end = clock.now()
-    state.accumulated_eval_time += eval_end - eval_start
-    state.validation_goal_reached |= workload.has_reached_validation_target(results)
-    state.test_goal_reached |= workload.has_reached_test_target(results)
-    state.eval_results.append((state.global_step, dict(results)))
-    state.eval_submission_times.append(state.accumulated_submission_time)
-    row = {
-        **results,
-        "score": state.accumulated_submission_time,
-        "total_duration": eval_end - state.global_start_time,
-        "accumulated_submission_time": state.accumulated_submission_time,
-        "accumulated_eval_time": state.accumulated_eval_time,
-        "accumulated_logging_time": state.accumulated_logging_time,
-        "global_step": state.global_step,
-        "preemption_count": state.preemption_count,
-    }
-    log_start = clock.now()
-    on_eval(row, state, variables)
-    state.accumulated_logging_time += clock.now() - log_start
+def _never() -> bool:
+    return False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopHooks:
+    """What a trial plugs into the loop."""
+
+    on_eval: Callable[[dict, LoopState, TrainVars], None] = _noop
+    """After each eval, with its row (untimed: logging time; the trial logs and checkpoints)."""
+    on_step: Callable[[LoopState, float], None] | None = None
+    """After each step, with the time the step ended (on the clock: keep it cheap)."""
+    stop_requested: Callable[[], bool] = _never
+    """Polled after each step: True ends the loop after `on_stop` (a preemption, not an end)."""
+    on_stop: Callable[[LoopState, TrainVars], None] = _noop
+    """Before the loop stops on a stop request (the trial checkpoints here)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Loop:
+    """Everything that stays fixed while a trial's loop runs."""
+
+    workload: Any
+    submission: Submission
+    hyperparameters: Any
+    backend: Any
+    clock: Clock
+    settings: LoopSettings
+    hooks: LoopHooks
+    schedule: EvalSchedule
+    multi_process: bool
 
 
 def train_loop(
@@ -173,79 +158,52 @@ def train_loop(
     clock: Clock,
     settings: LoopSettings,
     state: LoopState | None = None,
-    on_eval: Callable[[dict, LoopState, TrainVars], None] = lambda row, state, variables: None,
-    on_step: Callable[[LoopState, float], None] | None = None,
+    hooks: LoopHooks | None = None,
     schedule: EvalSchedule | None = None,
-    stop_requested: Callable[[], bool] = lambda: False,
-    on_stop: Callable[[LoopState, TrainVars], None] = lambda state, variables: None,
 ) -> LoopState:
     """Train until the budget is spent, both targets are reached, or training is complete.
 
     `state` continues a restored trial. With several processes, `schedule` agrees eval points
     and stop requests across ranks (see algoperf/schedule.py). A stop request ends the loop
-    after `on_stop` (which checkpoints); it is not a trial end.
+    after `hooks.on_stop` (which checkpoints); it is not a trial end.
     """
+    loop = _Loop(
+        workload=workload,
+        submission=submission,
+        hyperparameters=hyperparameters,
+        backend=backend,
+        clock=clock,
+        settings=settings,
+        hooks=hooks or LoopHooks(),
+        schedule=schedule or EvalSchedule(),
+        multi_process=getattr(backend, "world_size", 1) > 1,
+    )
     state = state or LoopState()
-    schedule = schedule or EvalSchedule()
-    multi_process = getattr(backend, "world_size", 1) > 1
     # Everything alive now (libraries, model, data) is moved out of the collector's reach, so
     # the cyclic GC passes that steps trigger scan only what training allocates (untimed).
     gc.collect()
     gc.freeze()
     try:
-        return _loop(
-            workload,
-            submission,
-            hyperparameters,
-            variables,
-            input_queue,
-            rng,
-            backend=backend,
-            clock=clock,
-            settings=settings,
-            state=state,
-            on_eval=on_eval,
-            on_step=on_step,
-            schedule=schedule,
-            stop_requested=stop_requested,
-            on_stop=on_stop,
-            multi_process=multi_process,
-        )
+        return _run_steps(loop, variables, input_queue, rng, state)
     finally:
         gc.unfreeze()
 
 
-def _loop(
-    workload,
-    submission,
-    hyperparameters,
-    variables,
-    input_queue,
-    rng,
-    *,
-    backend,
-    clock,
-    settings,
-    state,
-    on_eval,
-    on_step,
-    schedule,
-    stop_requested,
-    on_stop,
-    multi_process,
-) -> LoopState:
+def _run_steps(loop: _Loop, variables: TrainVars, input_queue, rng, state: LoopState):
+    clock, settings, hooks, backend = loop.clock, loop.settings, loop.hooks, loop.backend
     start = clock.now()
     if state.global_step == 0:
         state.global_start_time = start
     state.last_step_end_time = start
     # Everything a step reads that cannot change during the trial is looked up once, so the
     # per-step work left to the loop is the rules' own (scripts/bench_overhead.py measures it).
-    data_selection, update_params = submission.data_selection, submission.update_params
+    workload, hyperparameters = loop.workload, loop.hyperparameters
+    data_selection, update_params = loop.submission.data_selection, loop.submission.update_params
     params_types, loss_type = workload.model_params_types, workload.loss_type
-    if submission.update_params_takes_train_state:
+    if loop.submission.update_params_takes_train_state:
         # Bound once, so every step's call is a plain positional one (no `**kwargs` merge).
         update_params = functools.partial(update_params, train_state=TrainStateView(state))
-    max_steps = settings.max_global_steps
+    max_steps, on_step = settings.max_global_steps, hooks.on_step
     # The step keys come in blocks of consecutive steps (one per step on JAX); a step inside
     # the current block is a list lookup, not a call.
     rng_start, rng_rows = 0, ()
@@ -256,7 +214,7 @@ def _loop(
         and not (state.validation_goal_reached and state.test_goal_reached)
         and not state.training_complete
     ):
-        # One step, all of it on the clock (RULES.md §4 "Each step": RNG derivation,
+        # One step, all of it on the clock (docs/rules.md "Each step": RNG derivation,
         # data_selection including the fetch, update_params and the loop's own overhead).
         offset = state.global_step - rng_start
         if not 0 <= offset < len(rng_rows):
@@ -295,44 +253,28 @@ def _loop(
         now = bare_time() if bare_time is not None else clock.now(variables.params)
         state.accumulated_submission_time += now - state.last_step_end_time
         # An eval is due once a period of wall time has passed since the last eval ended, and
-        # always when training is complete (RULES.md §4 "Eval eligibility"). Several processes
-        # agree on it (and on a stop request) through the schedule; one decides alone.
-        if multi_process:
-            period_due, stop = schedule.due(
+        # always when training is complete (docs/rules.md "Eval eligibility"). Several
+        # processes agree on it (and on a stop request) through the schedule; one decides alone.
+        if loop.multi_process:
+            period_due, stop = loop.schedule.due(
                 step=state.global_step,
                 now=now,
                 last_eval_time=state.last_eval_time,
                 period=settings.eval_period_sec,
-                stop=stop_requested(),
+                stop=hooks.stop_requested(),
             )
         else:
             period_due = now - state.last_eval_time >= settings.eval_period_sec
-            stop = stop_requested()
+            stop = hooks.stop_requested()
         if stop and not state.training_complete:
             state.last_step_end_time = clock.now()
             state.preempted = True
-            on_stop(state, variables)
+            hooks.on_stop(state, variables)
             return state
         if settings.eval_every_steps is not None:
             period_due = (state.global_step - 1) % settings.eval_every_steps == 0
         if period_due or state.training_complete:
-            prep_start = clock.now()
-            _prepare_for_eval(workload, submission, hyperparameters, variables, state, rngs[2])
-            state.accumulated_submission_time += clock.now(variables.params) - prep_start
-            if multi_process:  # every rank logs and decides with the slowest rank's time
-                (state.accumulated_submission_time,) = backend.agree_max(
-                    [state.accumulated_submission_time]
-                )
-            # The budget is checked only here, after prepare_for_eval; once it is spent no eval
-            # runs, so steps past the budget can never count as a target hit (upstream #719).
-            state.is_time_remaining = state.accumulated_submission_time < settings.budget_sec
-            if state.is_time_remaining:
-                _eval_and_log(workload, variables, state, settings, clock, rngs[3], on_eval)
-                state.last_eval_time = clock.now()
-                if multi_process:
-                    (state.last_eval_time,) = backend.agree_max([state.last_eval_time])
-            schedule.reset(state.global_step)
-            state.last_step_end_time = clock.now()
+            _eval_point(loop, variables, state, rngs)
         else:
             # No eval: the next step's time runs from this reading, so the loop's bookkeeping
             # in between (the schedule, the stop flag, the progress hook) is on the clock too.
@@ -340,6 +282,82 @@ def _loop(
         if on_step is not None:
             on_step(state, state.last_step_end_time)
     return state
+
+
+def _eval_point(loop: _Loop, variables: TrainVars, state: LoopState, rngs) -> None:
+    """An eligible eval point: timed prepare_for_eval, the budget check, then (untimed) eval,
+    logging and checkpointing if time remains (docs/rules.md "Eval eligibility")."""
+    clock, backend = loop.clock, loop.backend
+    prep_start = clock.now()
+    _prepare_for_eval(loop, variables, state, rngs[2])
+    state.accumulated_submission_time += clock.now(variables.params) - prep_start
+    if loop.multi_process:  # every rank logs and decides with the slowest rank's time
+        (state.accumulated_submission_time,) = backend.agree_max(
+            [state.accumulated_submission_time]
+        )
+    # The budget is checked only here, after prepare_for_eval; once it is spent no eval runs,
+    # so steps past the budget can never count as a target hit (upstream #719).
+    state.is_time_remaining = state.accumulated_submission_time < loop.settings.budget_sec
+    if state.is_time_remaining:
+        _eval_and_log(loop, variables, state, rngs[3])
+        state.last_eval_time = clock.now()
+        if loop.multi_process:
+            (state.last_eval_time,) = backend.agree_max([state.last_eval_time])
+    loop.schedule.reset(state.global_step)
+    state.last_step_end_time = clock.now()
+
+
+def _prepare_for_eval(loop: _Loop, variables: TrainVars, state: LoopState, rng) -> None:
+    prepare = loop.submission.prepare_for_eval
+    if prepare is None:
+        return
+    workload = loop.workload
+    variables.optimizer_state, variables.params, variables.model_state = prepare(
+        workload,
+        variables.params,
+        workload.model_params_types,
+        variables.model_state,
+        loop.hyperparameters,
+        workload.loss_type,
+        variables.optimizer_state,
+        state.eval_results,
+        state.global_step,
+        rng,
+    )
+
+
+def _eval_and_log(loop: _Loop, variables: TrainVars, state: LoopState, eval_rng) -> None:
+    """Untimed eval, goal checks, then logging and checkpointing (docs/rules.md step 4)."""
+    clock, settings, workload = loop.clock, loop.settings, loop.workload
+    eval_start = clock.now(variables.params)
+    results = workload.eval_model(
+        settings.eval_batch_size,
+        variables.params,
+        variables.model_state,
+        eval_rng,
+        settings.data_dir,
+        settings.imagenet_v2_data_dir,
+        state.global_step,
+    )
+    eval_end = clock.now()
+    state.accumulated_eval_time += eval_end - eval_start
+    state.validation_goal_reached |= workload.has_reached_validation_target(results)
+    state.test_goal_reached |= workload.has_reached_test_target(results)
+    state.eval_results.append((state.global_step, dict(results)))
+    state.eval_submission_times.append(state.accumulated_submission_time)
+    row = {
+        **results,
+        "score": state.accumulated_submission_time,
+        "total_duration": eval_end - state.global_start_time,
+        "accumulated_submission_time": state.accumulated_submission_time,
+        "accumulated_eval_time": state.accumulated_eval_time,
+        "accumulated_logging_time": state.accumulated_logging_time,
+        "global_step": state.global_step,
+        "preemption_count": state.preemption_count,
+    }
+    log_start = clock.now()
+    loop.hooks.on_eval(row, state, variables)
+    state.accumulated_logging_time += clock.now() - log_start
 
 
 def time_to_target(workload, state: LoopState) -> float | None:
@@ -359,6 +377,3 @@ def describe_stop(state: LoopState, budget_sec: float) -> str:
     if state.training_complete:
         return "training complete"
     return "stopped"
-
-
-logger = logging.getLogger(__name__)

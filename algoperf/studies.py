@@ -74,7 +74,7 @@ def sweep_configs(base: RunConfig, sweep: SweepConfig) -> list[RunConfig]:
 
 def tune(base: RunConfig, sweep: SweepConfig) -> int:
     """Run the sweep; returns the number of trials run (finished trials are skipped)."""
-    from algoperf.run import run
+    from algoperf.trial import run
 
     ran = 0
     configs = sweep_configs(base, sweep)

@@ -1,8 +1,10 @@
-"""`algoperf run`: a RunConfig -> workload, submission, hyperparameter points -> one trial each."""
+"""One trial's untimed setup (`Trial`) and `run`: a RunConfig -> workload, submission,
+hyperparameter points -> one trial each. The timed loop itself is algoperf/loop.py."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -11,8 +13,9 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
-from algoperf import checkpoint, logs, rng, runner, search_space, versions
+from algoperf import checkpoint, logs, loop, rng, search_space, versions
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
@@ -27,7 +30,7 @@ log = logging.getLogger("algoperf")
 @dataclasses.dataclass
 class TrialResult:
     trial_dir: pathlib.Path
-    state: runner.LoopState
+    state: loop.LoopState
     time_to_target: float | None
     """Submission time of the first eval that met the validation target; None if none did."""
     stop_reason: str
@@ -61,6 +64,23 @@ def hyperparameter_points(config: RunConfig, run_seed: int) -> list:
     )
 
 
+def load_workload(config: RunConfig):
+    """The workload of `config`; its constructor refuses `--workload_options` keys it does not
+    declare (`SpecWorkload.option_names`) with a one-line error."""
+    import workloads
+
+    options = dict(config.workload_option_values)
+    if config.imagenet_v2_data_dir:  # every pipeline declares extra_data_dir (docs/data.md)
+        options.setdefault("extra_data_dir", config.imagenet_v2_data_dir)
+    return workloads.load(
+        config.resolved_workload,
+        config.framework,
+        benchmark_version=config.benchmark_version,
+        allow_download=config.download,
+        **options,
+    )
+
+
 def run(config: RunConfig) -> list[TrialResult]:
     """Run every trial of `config`; returns their results (rank 0 also wrote the logs)."""
     import workloads
@@ -69,22 +89,7 @@ def run(config: RunConfig) -> list[TrialResult]:
         config.framework, config.benchmark_version, deterministic=config.deterministic
     )
     backend = get_backend(config.framework)
-    options = config.workload_option_values
-    try:
-        workload = workloads.load(
-            config.resolved_workload,
-            config.framework,
-            benchmark_version=config.benchmark_version,
-            allow_download=config.download,
-            **options,
-        )
-    except TypeError as error:
-        if not options or "keyword argument" not in str(error):
-            raise
-        raise ValueError(
-            f"--workload_options {config.workload_options}: {config.resolved_workload} does not "
-            f"take these ({error})."
-        ) from None
+    workload = load_workload(config)
     submission = load_submission(config.resolved_submission_path)
     run_seed = (
         config.rng_seed if config.rng_seed is not None else int.from_bytes(os.urandom(4)) >> 1
@@ -106,6 +111,9 @@ def run(config: RunConfig) -> list[TrialResult]:
     if backend.rank == 0:
         logs.prepare_workload_dir(folder, overwrite=config.overwrite, resume=config.resume_last_run)
     backend.barrier()
+    budget_sec = workload.max_allowed_runtime_sec
+    if config.tuning_ruleset == "self":
+        budget_sec *= versions.get_version(config.benchmark_version).self_tuning_budget_factor
     results = []
     for index in config.trial_indices:
         trial_dir = folder / f"trial_{index + 1}"
@@ -113,20 +121,17 @@ def run(config: RunConfig) -> list[TrialResult]:
             if backend.rank == 0:
                 print(f"[algoperf] {trial_dir} is complete; skipping it.", file=sys.stderr)
             continue
-        hyperparameters = points[index] if config.tuning_ruleset == "external" else None
-        trial = _Trial(
-            config,
-            backend,
-            workload,
-            submission,
-            hyperparameters,
-            run_seed,
-            index,
-            trial_dir,
-            batch_size,
-            eval_batch_size,
+        plan = TrialPlan(
+            config=config,
+            index=index,
+            trial_dir=trial_dir,
+            run_seed=run_seed,
+            hyperparameters=points[index] if config.tuning_ruleset == "external" else None,
+            global_batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            budget_sec=budget_sec,
         )
-        results.append(trial.run())
+        results.append(Trial(plan, backend, workload, submission).run())
     return results
 
 
@@ -179,31 +184,41 @@ class StopRequests:
             signal.signal(signum, previous)
 
 
-class _Trial:
-    """The untimed setup of one trial around `runner.train_loop` (RUNNER.md §5 order)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrialPlan:
+    """What one trial is: its config, its place in the run, and its fixed numbers."""
 
-    def __init__(
-        self,
-        config,
-        backend,
-        workload,
-        submission,
-        hyperparameters,
-        run_seed,
-        index,
-        trial_dir,
-        batch_size,
-        eval_batch_size,
-    ):
-        self.config, self.backend, self.workload = config, backend, workload
-        self.submission, self.hyperparameters = submission, hyperparameters
-        self.run_seed, self.index, self.trial_dir = run_seed, index, trial_dir
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+    config: RunConfig
+    index: int
+    """0-based trial index; the folder is trial_<index + 1>."""
+    trial_dir: pathlib.Path
+    run_seed: int
+    """The run's seed; each trial derives its own (`rng.trial_seed`)."""
+    hyperparameters: Any
+    """The trial's point (external tuning) or None (self-tuning)."""
+    global_batch_size: int
+    eval_batch_size: int
+    budget_sec: float
+    """Submission-time budget (self-tuning's factor applied)."""
+
+
+class Trial:
+    """The untimed setup of one trial around `loop.train_loop` (docs/rules.md, "one trial"):
+    restore, input queue, model, optimizer, logs, then the loop with the trial's hooks."""
+
+    def __init__(self, plan: TrialPlan, backend, workload, submission: Submission) -> None:
+        self.plan, self.backend, self.workload, self.submission = (
+            plan,
+            backend,
+            workload,
+            submission,
+        )
+        self.config, self.index, self.trial_dir = plan.config, plan.index, plan.trial_dir
+        self.batch_size, self.eval_batch_size = plan.global_batch_size, plan.eval_batch_size
+        self.budget_sec = plan.budget_sec
+        # Both may change on a resume (the point and seed the trial started with win).
+        self.hyperparameters, self.run_seed = plan.hyperparameters, plan.run_seed
         self.primary = backend.rank == 0
-        factor = 1.0
-        if config.tuning_ruleset == "self":
-            factor = versions.get_version(config.benchmark_version).self_tuning_budget_factor
-        self.budget_sec = workload.max_allowed_runtime_sec * factor
 
     def _write_setup_files(self, trial_seed: int, preemption_count: int = 0) -> None:
         hparams_path = self.trial_dir / "hparams.json"
@@ -252,15 +267,61 @@ class _Trial:
         return state, meta, folder
 
     def run(self) -> TrialResult:
-        config, backend, workload = self.config, self.backend, self.workload
         restore = self._restore_point()
         if restore is not None and restore[1].run_seed != self.run_seed:
             self.run_seed = restore[1].run_seed  # the step RNGs must continue the same tree
         trial_seed = rng.trial_seed(self.run_seed, self.index)
+        backend = self.backend
         data_rng, opt_init_rng, model_init_rng, loop_rng = backend.split(
             backend.prng_key(trial_seed), 4
         )
         backend.reset_memory()
+        input_queue, variables = self._build(restore, data_rng, opt_init_rng, model_init_rng)
+        state = self._restored_state(restore, variables)
+        metrics_logger = self._open_logs(trial_seed, state)
+        self.workload.attach_metrics_logger(metrics_logger)
+        progress = Progress(
+            enabled=self.config.progress and self.primary,
+            budget_sec=self.budget_sec,
+            target=f"{self.workload.validation_target_value:g}",
+        )
+        self._announce(trial_seed, state)
+        save = functools.partial(self._save, trial_seed=trial_seed, input_queue=input_queue)
+        with StopRequests() as stop:
+            try:
+                state = loop.train_loop(
+                    self.workload,
+                    self.submission,
+                    self.hyperparameters,
+                    variables,
+                    input_queue,
+                    loop_rng,
+                    backend=backend,
+                    clock=Clock.of(backend),
+                    settings=self._loop_settings(),
+                    state=state,
+                    hooks=loop.LoopHooks(
+                        on_eval=functools.partial(
+                            self._on_eval,
+                            metrics_logger=metrics_logger,
+                            progress=progress,
+                            save=save,
+                        ),  # fmt: skip
+                        on_step=progress.step,
+                        stop_requested=stop.requested,
+                        on_stop=save,
+                    ),
+                    schedule=EvalSchedule(backend.agree_max if backend.world_size > 1 else None),
+                )
+            finally:
+                progress.close()
+        if not state.preempted and self.config.save_checkpoints:
+            save(state, variables)  # the final state, as upstream (logging time, untimed)
+        return self._finish(state, metrics_logger)
+
+    def _build(self, restore, data_rng, opt_init_rng, model_init_rng):
+        """The train queue (from the checkpoint's position), the model and the optimizer."""
+        config, workload = self.config, self.workload
         consumed = restore[1].batches_consumed if restore else 0
         input_queue = CountingIterator(
             workload._build_input_queue(
@@ -269,61 +330,33 @@ class _Trial:
             consumed,
         )
         params, model_state = workload.init_model_fn(model_init_rng)
-        params = backend.prepare_model(workload, params, compile_model=config.torch_compile)
+        params = self.backend.prepare_model(workload, params, compile_model=config.torch_compile)
         optimizer_state = self.submission.init_optimizer_state(
             workload, params, model_state, self.hyperparameters, opt_init_rng
         )
-        variables = runner.TrainVars(params, model_state, optimizer_state)
-        state = None
-        if restore is not None:
-            state, meta, folder = restore
-            variables = backend.load_state(folder, variables)
-            # Absolute times move on by the time the trial spent stopped.
-            shift = time.time() - meta.saved_at
-            state.global_start_time += shift
-            state.last_eval_time += shift
-            state.preemption_count += 1
-            state.preempted = False
-        metrics_logger = self._open_logs(trial_seed, state)
-        workload.attach_metrics_logger(metrics_logger)
-        progress = Progress(
-            enabled=config.progress and self.primary,
+        return input_queue, loop.TrainVars(params, model_state, optimizer_state)
+
+    def _restored_state(self, restore, variables) -> loop.LoopState | None:
+        """The checkpoint's loop state with its variables loaded into `variables`, or None."""
+        if restore is None:
+            return None
+        state, meta, folder = restore
+        restored = self.backend.load_state(folder, variables)
+        variables.params, variables.model_state = restored.params, restored.model_state
+        variables.optimizer_state = restored.optimizer_state
+        # Absolute times move on by the time the trial spent stopped.
+        shift = time.time() - meta.saved_at
+        state.global_start_time += shift
+        state.last_eval_time += shift
+        state.preemption_count += 1
+        state.preempted = False
+        return state
+
+    def _loop_settings(self) -> loop.LoopSettings:
+        config = self.config
+        return loop.LoopSettings(
             budget_sec=self.budget_sec,
-            target=f"{workload.validation_target_value:g}",
-        )
-        self._announce(trial_seed, state)
-
-        def save(state, variables):
-            meta = checkpoint.Meta(
-                workload=config.resolved_workload,
-                framework=config.framework,
-                benchmark_version=config.benchmark_version,
-                tuning_ruleset=config.tuning_ruleset,
-                run_seed=self.run_seed,
-                trial_seed=trial_seed,
-                global_batch_size=self.batch_size,
-                batches_consumed=input_queue.consumed,
-                saved_at=time.time(),
-            )
-            if self.primary:
-                checkpoint.save(self.trial_dir, backend, variables, state, meta)
-            backend.barrier()
-
-        def on_eval(row, state, variables):
-            if metrics_logger is not None:
-                metrics_logger.append_scalar_metrics(
-                    {k: v for k, v in row.items() if k not in ("global_step", "preemption_count")},
-                    row["global_step"],
-                    row["preemption_count"],
-                    is_eval=True,
-                )
-            progress.evaluated(row, workload.target_metric_name)
-            if config.save_checkpoints:
-                save(state, variables)
-
-        settings = runner.LoopSettings(
-            budget_sec=self.budget_sec,
-            eval_period_sec=workload.eval_period_time_sec,
+            eval_period_sec=self.workload.eval_period_time_sec,
             global_batch_size=self.batch_size,
             eval_batch_size=self.eval_batch_size,
             data_dir=config.data_dir,
@@ -331,32 +364,36 @@ class _Trial:
             max_global_steps=config.max_global_steps,
             eval_every_steps=config.eval_every_steps,
         )
-        multi = backend.world_size > 1
-        schedule = EvalSchedule(backend.agree_max if multi else None)
-        with StopRequests() as stop:
-            try:
-                state = runner.train_loop(
-                    workload,
-                    self.submission,
-                    self.hyperparameters,
-                    variables,
-                    input_queue,
-                    loop_rng,
-                    backend=backend,
-                    clock=Clock.of(backend),
-                    settings=settings,
-                    state=state,
-                    on_eval=on_eval,
-                    on_step=progress.step,
-                    schedule=schedule,
-                    stop_requested=stop.requested,
-                    on_stop=save,
-                )
-            finally:
-                progress.close()
-        if not state.preempted and config.save_checkpoints:
-            save(state, variables)  # the final state, as upstream (logging time, untimed)
-        return self._finish(state, metrics_logger)
+
+    def _save(self, state, variables, *, trial_seed: int, input_queue: CountingIterator) -> None:
+        """Checkpoint (rank 0 writes; every rank waits for it)."""
+        config = self.config
+        meta = checkpoint.Meta(
+            workload=config.resolved_workload,
+            framework=config.framework,
+            benchmark_version=config.benchmark_version,
+            tuning_ruleset=config.tuning_ruleset,
+            run_seed=self.run_seed,
+            trial_seed=trial_seed,
+            global_batch_size=self.batch_size,
+            batches_consumed=input_queue.consumed,
+            saved_at=time.time(),
+        )
+        if self.primary:
+            checkpoint.save(self.trial_dir, self.backend, variables, state, meta)
+        self.backend.barrier()
+
+    def _on_eval(self, row, state, variables, *, metrics_logger, progress, save) -> None:
+        if metrics_logger is not None:
+            metrics_logger.append_scalar_metrics(
+                {k: v for k, v in row.items() if k not in ("global_step", "preemption_count")},
+                row["global_step"],
+                row["preemption_count"],
+                is_eval=True,
+            )
+        progress.evaluated(row, self.workload.target_metric_name)
+        if self.config.save_checkpoints:
+            save(state, variables)
 
     def _open_logs(self, trial_seed: int, restored_state):
         """Rank 0: the trial's setup files and its metrics logger (None on other ranks)."""
@@ -403,7 +440,7 @@ class _Trial:
             flush=True,
         )
 
-    def _finish(self, state: runner.LoopState, metrics_logger) -> TrialResult:
+    def _finish(self, state: loop.LoopState, metrics_logger) -> TrialResult:
         if state.preempted:
             if self.primary:
                 print(
@@ -413,8 +450,8 @@ class _Trial:
                     flush=True,
                 )
             return TrialResult(self.trial_dir, state, None, "preempted")
-        time_to_target = runner.time_to_target(self.workload, state)
-        reason = runner.describe_stop(state, self.budget_sec)
+        time_to_target = loop.time_to_target(self.workload, state)
+        reason = loop.describe_stop(state, self.budget_sec)
         if metrics_logger is not None:
             metrics_logger.append_scalar_metrics(
                 {"score": state.accumulated_submission_time},

@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from algoperf.run import run
     from algoperf.submission import SubmissionError
+    from algoperf.trial import run
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
     values = {

@@ -1,6 +1,6 @@
 """Runner overhead: the runner's median step time over a bare loop's (same model, same batch).
 
-For mnist and cifar, eager and compiled (PyTorch): the runner path is `runner.train_loop` with the
+For mnist and cifar, eager and compiled (PyTorch): the runner path is `loop.train_loop` with the
 NAdamW reference submission (RNG derivation, data_selection, update_params, clock reads with
 device sync, train-state bookkeeping, progress hook); the bare loop does the same zero_grad /
 forward / loss (the workload's masked, smoothed `loss_fn`) / backward / NAdamW step / LR-schedule
@@ -31,8 +31,8 @@ from algoperf import search_space
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import PACKAGE_ROOT
+from algoperf.loop import LoopHooks, LoopSettings, LoopState, TrainVars, train_loop
 from algoperf.process import configure_process
-from algoperf.runner import LoopSettings, LoopState, TrainVars, train_loop
 from algoperf.submission import load_submission
 from algoperf.torch.workload import to_torch
 
@@ -149,7 +149,7 @@ class Case:
             clock=Clock.of(self.backend),
             settings=settings,
             state=LoopState(),
-            on_step=on_step,
+            hooks=LoopHooks(on_step=on_step),
         )
         return runner_times, bare_times
 

@@ -13,7 +13,8 @@ import pytest
 
 from algoperf import spec
 from algoperf.clock import Clock
-from algoperf.runner import (
+from algoperf.loop import (
+    LoopHooks,
     LoopSettings,
     LoopState,
     TrainStateView,
@@ -216,7 +217,7 @@ def run_loop(
         backend=FakeBackend(),
         clock=Clock(time_fn=clock_time),
         settings=settings,
-        on_eval=on_eval,
+        hooks=LoopHooks(on_eval=on_eval),
     )
     return state, rows, workload
 
