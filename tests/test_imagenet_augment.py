@@ -14,6 +14,7 @@ from PIL import Image
 import workloads
 from algoperf import rng as np_rng
 from algoperf import spec
+from algoperf.data.loader import worker_batches
 from algoperf.data.sharding import Shard
 from algoperf.torch.workload import to_torch
 from workloads.imagenet import augment
@@ -190,7 +191,7 @@ def plain_stream(data_dir, *, augment_fn=None, shard=None, start=0, n=3, layout=
     files = pipeline.load_splits(str(data_dir)).train
     sampler = pipeline.TrainBatches(len(files), BATCH, SEED, shard or Shard(), start)
     images = pipeline.DecodedImages(files, SIZE, train=True, seed=SEED, augment=augment_fn)
-    batches = pipeline._loader(images, sampler, pipeline.Collate(layout), 0)
+    batches = worker_batches(images, sampler, pipeline.Collate(layout), num_workers=0)
     return [next(batches) for _ in range(n)]
 
 

@@ -16,7 +16,7 @@ with the ImageNet mean/std (WORKLOADS.md §5, upstream's PyTorch path). ImageNet
 eval preprocessing as validation (upstream sends it through its TF path, a centre crop of the
 same 0.875 fraction with a bicubic resize).
 
-JPEGs are decoded with PIL in `torch.utils.data.DataLoader` worker processes; each rank reads only
+JPEGs are decoded with PIL in worker processes (`algoperf.data.loader`); each rank reads only
 its rows of every global batch. Every random choice is seeded by (seed, step, global row), so the
 stream is the same for any number of workers or ranks and resumes exactly from a step. Batches
 come back from the workers through shared memory (/dev/shm: ~2 batches per worker in flight, so
@@ -28,16 +28,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import multiprocessing
 import os
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_convert, get_worker_info
 
 from algoperf.data import indices as index_rules
+from algoperf.data import loader
 from algoperf.data.pipeline import InputPipeline, PipelineOptions, check_split
 from algoperf.data.sharding import Shard
 
@@ -59,7 +58,6 @@ V2_DIR = "imagenet_v2"
 V2_RELEASE_DIR = "imagenetv2-matched-frequency-format-val"  # the folder the v2 tarball holds
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 LAYOUTS = ("NCHW", "NHWC")
-MAX_DEFAULT_WORKERS = 16
 PREPARE_COMMAND = (
     "python -m workloads.imagenet.prepare --data_dir DIR --archive_dir "
     "FOLDER_WITH_THE_ILSVRC2012_AND_IMAGENETV2_TARBALLS"
@@ -240,10 +238,11 @@ def normalise(images_uint8: np.ndarray) -> np.ndarray:
     return images
 
 
-# --- datasets and samplers (run inside DataLoader workers) ---------------------------------
-class DecodedImages(Dataset):
-    """Item `index` (eval; -1 = padding) or `(index, step, row)` (train): one example dict
-    (train examples also carry their "step", for a per-batch mixup)."""
+# --- decoding and batch keys (run inside the loader's workers) ------------------------------
+class DecodedImages:
+    """The `decode` of `algoperf.data.loader.worker_batches`: key `index` (eval; -1 = padding)
+    or `(index, step, row)` (train) -> one example dict (train examples also carry their "step",
+    for a per-batch mixup)."""
 
     def __init__(
         self, files: ImageFiles, image_size: int, *, train: bool, seed: int = 0,
@@ -255,7 +254,7 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, key) -> dict:
+    def __call__(self, key) -> dict:
         if self.train:
             index, step, row = key
             rng = index_rules.example_rng(self.seed, step, row)
@@ -302,8 +301,7 @@ class TrainBatches:
 
 class Collate:
     """Stack examples into a batch in the model's layout, then apply `mixup(batch, seed, step)`
-    (train only). In a worker process, numpy arrays go back as tensors (shared memory, not a
-    pipe); `as_numpy` turns them back without a copy."""
+    (train only)."""
 
     def __init__(self, layout: str, mixup: Mixup | None = None, seed: int = 0):
         self.layout, self.mixup, self.seed = layout, mixup, seed
@@ -319,11 +317,7 @@ class Collate:
         }
         if self.mixup is not None:
             batch = self.mixup(batch, self.seed, int(examples[0]["step"]))
-        return default_convert(batch) if get_worker_info() is not None else batch
-
-
-def as_numpy(batch: dict) -> dict[str, np.ndarray]:
-    return {key: np.asarray(value) for key, value in batch.items()}
+        return batch
 
 
 # --- splits and batches ----------------------------------------------------------------------
@@ -395,33 +389,6 @@ def load_splits(data_dir: str) -> ImageNetSplits:
     return ImageNetSplits(root, files["train"], files["validation"])
 
 
-def default_num_workers() -> int:
-    """Decoding processes per rank: this machine's cores split among its local ranks."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun
-    return max(1, min(MAX_DEFAULT_WORKERS, (cores or 1) // max(1, local_ranks)))
-
-
-def _worker_context():
-    # forkserver, not fork: forking a process that runs JAX (or CUDA) threads can deadlock. The
-    # server imports the decoding modules once, so starting a worker is cheap.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["numpy", "PIL.Image", "torch.utils.data", __name__])
-    return context
-
-
-def _loader(dataset: Dataset, batch_keys, collate: Collate, num_workers: int) -> Iterator[dict]:
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batch_keys,
-        collate_fn=collate,
-        num_workers=num_workers,
-        multiprocessing_context=_worker_context() if num_workers else None,
-        prefetch_factor=2 if num_workers else None,  # batches in flight per worker
-    )
-    return (as_numpy(batch) for batch in loader)
-
-
 def eval_train_subset(files: ImageFiles, num_examples: int, seed: int) -> ImageFiles:
     """The eval_train subset of the train files (`indices.eval_train_indices`)."""
     if num_examples >= len(files):
@@ -482,10 +449,6 @@ class Pipeline(InputPipeline):
 
     Options = Options
 
-    def _workers(self) -> int:
-        workers = self.options.num_workers
-        return default_num_workers() if workers is None else workers
-
     def _augmentation(self) -> tuple[Augment | None, Mixup | None]:
         if self.options.augmentation == "crop_flip":
             return None, None
@@ -503,7 +466,7 @@ class Pipeline(InputPipeline):
             files, self.options.image_size, train=True, seed=seed, augment=per_image
         )
         collate = Collate(self.layout, mixup, seed)
-        return _loader(images, sampler, collate, self._workers())
+        return self._batches(images, sampler, collate)
 
     def eval_batches(
         self, dataset, split, global_batch_size, *, seed, shard, num_eval_train_examples
@@ -520,7 +483,13 @@ class Pipeline(InputPipeline):
             for rows in index_rules.eval_batch_indices(len(files), global_batch_size, shard)
         ]
         images = DecodedImages(files, self.options.image_size, train=False)
-        return _loader(images, keys, Collate(self.layout), self._workers())
+        return self._batches(images, keys, Collate(self.layout))
+
+    def _batches(self, images: DecodedImages, keys, collate: Collate):
+        return loader.worker_batches(
+            images, keys, collate, num_workers=self.options.num_workers,
+            preload=["PIL.Image", __name__],
+        )  # fmt: skip
 
     def fake_batch(self, batch_size: int, *, seed: int = 0) -> dict[str, np.ndarray]:
         return fake_batch(
