@@ -32,7 +32,9 @@ FRAMEWORKS = (
 DATA_ALLOWED = ("torch.utils.data", "torchdata")
 COMPAT_SHIMS = {"pytorch_utils.py", "jax_sharding_utils.py"}
 
-FIRST_PARTY = ("algoperf", "workloads", "submissions", "launch", "cli", "scripts", "tests")
+FIRST_PARTY = (
+    "algoperf", "workloads", "submissions", "launch", "cli", "scripts", "examples", "tests",
+)  # fmt: skip
 # Which first-party packages each package may import (its own always). Dependencies point one way
 # (STYLE.md §10): the core imports only the registry; the command layer composes everything.
 ALLOWED = {
@@ -42,6 +44,7 @@ ALLOWED = {
     "launch": {"algoperf", "workloads"},
     "cli": {"algoperf", "workloads", "launch"},
     "scripts": {"algoperf", "workloads", "submissions", "launch", "cli"},
+    "examples": {"algoperf"},  # library use: what a user's own script may import
 }
 # (importer, imported): only the package's top module, never a submodule (`workloads.mnist`).
 BARE_ONLY = {("algoperf", "workloads")}

@@ -25,7 +25,7 @@ from algoperf.data.sharding import Shard
 from algoperf.data.tree import tree_map
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch import chunks
-from algoperf.torch.distributed import dist_info
+from algoperf.torch.distributed import DistInfo, dist_info
 from algoperf.workload_base import SpecWorkload
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -71,7 +71,7 @@ def to_torch(batch: Any, device: torch.device) -> Any:
     return to_device(to_host_tensors(batch, pin=device.type == "cuda"), device)
 
 
-class _TorchCollectives:
+class TorchCollectives:
     """`algoperf.metrics.EvalCollectives` over torch.distributed (one process: no-ops)."""
 
     def __init__(self, use_ddp: bool, device: torch.device) -> None:
@@ -110,9 +110,11 @@ class TorchWorkload(SpecWorkload):
 
     framework = "pytorch"
 
-    def __init__(self, workload_spec, **kwargs) -> None:
+    def __init__(self, workload_spec, *, placement: DistInfo | None = None, **kwargs) -> None:
+        """`placement` (library use, algoperf/torch/library.py): the device and rank to use
+        instead of the ones torchrun's environment gives; `use_ddp=False` never wraps DDP."""
         super().__init__(workload_spec, **kwargs)
-        self._dist = dist_info()
+        self._dist = placement or dist_info()
         self._bn_modules: list[nn.Module] | None = None
         self._bn_updating = True
 
@@ -250,5 +252,5 @@ class TorchWorkload(SpecWorkload):
 
         return compute
 
-    def _collectives(self) -> _TorchCollectives:
-        return _TorchCollectives(self._dist.use_ddp, self._dist.device)
+    def _collectives(self) -> TorchCollectives:
+        return TorchCollectives(self._dist.use_ddp, self._dist.device)
