@@ -173,12 +173,10 @@ def option_names(name: str) -> list[str]:
 
 
 def available(framework: str) -> list[str]:
-    """Names whose model exists for `framework` (checked by file, without importing it)."""
-    import pathlib
+    """Names whose model exists for `framework` (found without importing the model file)."""
+    import importlib.util
 
-    here = pathlib.Path(__file__).parent
-    return [
-        n
-        for n, (base, _) in _table().items()
-        if (here / base / f"{_MODEL_FILE[framework]}.py").exists()
-    ]
+    def has_model(base: str) -> bool:
+        return importlib.util.find_spec(f"{__name__}.{base}.{_MODEL_FILE[framework]}") is not None
+
+    return [name for name, (base, _) in _table().items() if has_model(base)]

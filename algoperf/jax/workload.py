@@ -43,8 +43,9 @@ class JaxWorkload(SpecWorkload):
     def build_model(self, **model_kwargs) -> nn.Module:
         raise NotImplementedError
 
-    def init_inputs(self) -> jnp.ndarray:
-        """A batch of inputs with the real per-example shape, for `init`."""
+    def init_inputs(self) -> jnp.ndarray | tuple:
+        """Inputs with the real per-example shape, for `init`: one array, or a tuple of the
+        model's positional inputs (as `model_inputs` gives them)."""
         raise NotImplementedError
 
     def model_inputs(self, batch) -> tuple:
@@ -66,8 +67,10 @@ class JaxWorkload(SpecWorkload):
     # --- model -----------------------------------------------------------------------------
     def init_model_fn(self, rng: spec.RandomState) -> spec.ModelInitState:
         params_rng, dropout_rng = jax.random.split(rng)
+        inputs = self.init_inputs()
+        inputs = inputs if isinstance(inputs, tuple) else (inputs,)
         variables = jax.jit(functools.partial(self.model.init, train=False))(
-            {"params": params_rng, "dropout": dropout_rng}, self.init_inputs()
+            {"params": params_rng, "dropout": dropout_rng}, *inputs
         )
         variables = dict(variables)
         params = variables.pop("params")
