@@ -2,7 +2,7 @@
 
 Every reading first syncs the device (CUDA synchronize, or JAX block_until_ready on the values
 passed), so time spent in queued kernels is charged to the step that queued them
-(spec/RULES.md §4). Tests inject a fake `time_fn`.
+(docs/rules.md, "Timing"). Tests inject a fake `time_fn`.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ def configure_process(
 ) -> None:
     """Environment, precision and RNG settings for a run in `framework`.
 
-    TF32: benchmark v1.0 makes TF32 matmuls the default on GPUs (spec/VERSIONS.md §4.2); earlier
-    versions ran plain fp32. On CPUs neither setting changes anything.
+    TF32: benchmark v1.0 makes TF32 matmuls the default on GPUs (docs/rules.md, "Benchmark
+    versions"); earlier versions ran plain fp32. On CPUs neither setting changes anything.
     """
     version = versions.get_version(benchmark_version)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

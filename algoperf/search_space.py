@@ -262,9 +262,10 @@ def sample_points(
 ) -> list[Any]:
     """Draws the trial points of one study.
 
-    Dict form: scrambled Halton points over the non-fixed keys, mapped per RULES.md §5; the same
-    (seed, study_index) gives the same points, another study gets other points. List form: the
-    first min(num_trials, len(points)) points in order, the same for every study.
+    Dict form: scrambled Halton points over the non-fixed keys, mapped per docs/rules.md,
+    "External tuning"; the same (seed, study_index) gives the same points, another study gets
+    other points. List form: the first min(num_trials, len(points)) points in order, the same
+    for every study.
 
     Args:
         space: The search space.
@@ -313,7 +314,7 @@ def _is_fixed(param: RangeParam | DiscreteParam) -> bool:
 
 
 def _map_unit(param: RangeParam | DiscreteParam, unit: float) -> Any:
-    """Maps u in [0, 1) to a value of the parameter (RULES.md §5)."""
+    """Maps u in [0, 1) to a value of the parameter (docs/rules.md, "External tuning")."""
     if isinstance(param, DiscreteParam):
         index = min(math.floor(unit * len(param.feasible_points)), len(param.feasible_points) - 1)
         return param.feasible_points[index]

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-# name -> number of positional parameters upstream passes (RULES.md §1).
+# name -> number of positional parameters upstream passes (docs/rules.md, "Submission API").
 REQUIRED = {
     "get_batch_size": 1,
     "init_optimizer_state": 5,
@@ -55,7 +55,8 @@ def _accepts(function: Callable, count: int) -> bool:
 
 
 def _import(path: pathlib.Path) -> ModuleType:
-    # Sibling modules and the working directory must be importable (COMPAT.md).
+    # Sibling modules and the working directory must be importable (docs/rules.md,
+    # "Submission API").
     for folder in (str(path.parent), os.getcwd()):
         if folder not in sys.path:
             sys.path.insert(0, folder)
@@ -92,7 +93,7 @@ def load_submission(path: str | os.PathLike) -> Submission:
                 raise SubmissionError(
                     f"submission {path}: `{name}` is missing; a submission must define "
                     + ", ".join(REQUIRED)
-                    + " (RULES.md §1)."
+                    + " (docs/rules.md, Submission API)."
                 )
             functions[name] = None
             continue

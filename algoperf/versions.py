@@ -12,7 +12,7 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchmarkVersion:
-    """The protocol of one benchmark version (`spec/VERSIONS.md` §1)."""
+    """The protocol of one benchmark version (docs/rules.md, "Benchmark versions")."""
 
     name: str
     """`v0.5`, `v0.6` or `v1.0`."""

@@ -194,7 +194,7 @@ class SpecWorkload(spec.Workload):
             return True  # no test split: the test goal counts as reached (as upstream's LM)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
-        # Strict comparison, as upstream's runner (spec/RULES.md §3).
+        # Strict comparison, as upstream's runner (docs/rules.md, "Time to target").
         return value > target if self.spec.higher_is_better else value < target
 
     def has_reached_validation_target(self, eval_result: dict[str, float]) -> bool:

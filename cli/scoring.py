@@ -57,7 +57,7 @@ def add_commands(subparsers) -> None:
 
     score = subparsers.add_parser(
         "score",
-        help="score submissions from their logs (performance profiles, RULES.md §7)",
+        help="score submissions from their logs (performance profiles; docs/rules.md, Scoring)",
         description="Score every submission under a ruleset directory together: time to "
         "target per trial, study and workload, performance profiles and the benchmark score. "
         "Writes CSV tables, PNG plots and summary.md into --output_dir.",

@@ -1,4 +1,5 @@
-"""The submission API matches upstream (spec/RULES.md §1-3, spec/COMPAT.md), and submissions are
+"""The submission API matches upstream (docs/rules.md, "Submission API" and
+"Upstream compatibility"), and submissions are
 checked on load with one-line errors."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The workload's compile policy (spec/WORKLOADS.md "torch.compile"): model and loss_fn."""
+"""The workload's compile policy (docs/workloads.md, compile policy): model and loss_fn."""
 
 from __future__ import annotations
 

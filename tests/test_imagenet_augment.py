@@ -1,4 +1,4 @@
-"""imagenet_vit's RandAugment and mixup (workloads/imagenet/augment.py, WORKLOADS.md §6): each
+"""imagenet_vit's RandAugment and mixup (workloads/imagenet/augment.py, docs/workloads.md): each
 op's effect, determinism, the per-step mixup lambda, the ViT train stream on the fixture JPEG tree
 against ResNet's plain one, and the loss on mixed (soft) targets in both frameworks.
 """
@@ -50,7 +50,7 @@ def test_each_op_keeps_size_and_mode_and_changes_the_image(name):
     image = random_image()
     out = augment.apply_op(image, name, np.random.default_rng(0))
     assert out.size == image.size and out.mode == "RGB"
-    if name == "Solarize":  # threshold 256 at magnitude 10: no pixel reaches it (spec §6)
+    if name == "Solarize":  # threshold 256 at magnitude 10: no pixel reaches it (upstream's value)
         assert np.array_equal(pixels(out), pixels(image))
     else:
         assert not np.array_equal(pixels(out), pixels(image))

@@ -1,4 +1,4 @@
-"""The timing rules of spec/RULES.md §4, checked on the loop with an injected fake clock.
+"""The timing rules (docs/rules.md, "Timing"), checked on the loop with an injected fake clock.
 
 Every cost (a step, prepare_for_eval, an eval, logging) advances a fake wall clock by a known
 amount, so every schedule and total below is worked out by hand.

@@ -1,4 +1,4 @@
-"""The workload registry against the spec: names, targets, budgets (RULES.md §6, VERSIONS.md §2)."""
+"""The workload registry against the spec: names, targets, budgets (docs/workloads.md)."""
 
 import os
 import pathlib
@@ -25,7 +25,7 @@ BASES_V06 = (
 )
 BASES_V10 = (*BASES_V06, "finewebedu_lm")
 
-# RULES.md §6 (val, test) per variant.
+# docs/workloads.md, "Variants": (val, test) per variant.
 VARIANT_TARGETS = {
     "criteo1tb_layernorm": (0.123757, 0.126152),
     "criteo1tb_resnet": (0.12415, 0.12648),
@@ -53,7 +53,7 @@ VARIANT_TARGETS = {
     "wmt_glu_tanh": (29.5779, 29.0515),
 }
 
-# WORKLOADS.md §1 / RULES.md §3 (val, test) per base workload.
+# docs/workloads.md, "Base workloads": (val, test) per base workload.
 BASE_TARGETS = {
     "mnist": (0.97, 0.97),
     "cifar": (0.85, 0.85),
@@ -110,7 +110,7 @@ ALL_NAMES = {
     "wmt_glu_tanh",
 }
 
-# v0.5 held-out variants and their validation targets (RULES.md §6).
+# v0.5 held-out variants and their validation targets (docs/rules.md, "Held-out workloads (v0.5)").
 HELD_OUT_V05 = {
     "librispeech_conformer_layernorm": 0.09731,
     "imagenet_resnet_large_bn_init": 0.76526,
@@ -246,7 +246,7 @@ def test_held_out_v05_variants():
 
 
 def test_compile_lists_v1():
-    # VERSIONS.md §4 item 3.
+    # v1.0's compile lists (docs/workloads.md, compile policy).
     compiled_model = {"fastmri", "imagenet_resnet", "imagenet_vit", "wmt", "finewebedu_lm"}
     compiled_loss = {"fastmri", "librispeech_deepspeech", "ogbg", "wmt", "imagenet_vit"}
     for base in BASES_V10:

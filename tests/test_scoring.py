@@ -1,5 +1,5 @@
-"""Scoring (spec/RULES.md §7) on small hand-built log trees; every expected number is worked out
-by hand in the comments. Workloads come from the registry, never by name."""
+"""Scoring (docs/rules.md, "Scoring") on small hand-built log trees; every expected number is
+worked out by hand in the comments. Workloads come from the registry, never by name."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ _EIGHT = (
     "ogbg",
     "wmt",
 )
-# Which workloads each benchmark version scores (spec/VERSIONS.md §1, RULES.md §6).
+# Which workloads each benchmark version scores (docs/rules.md, "Benchmark versions").
 SCORED_WORKLOADS: dict[str, tuple[str, ...]] = {
     "v0.5": _EIGHT,
     "v0.6": _EIGHT,

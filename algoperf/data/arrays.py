@@ -179,10 +179,10 @@ def train_chunks(
 ) -> Iterator[Chunk]:
     """The rows of each `chunk_plans` plan, gathered in their stored form.
 
-    This runs inside timed steps (spec/RULES.md §4): one gather for ~CHUNK_BYTES of batches,
-    then each step is a view of its slice, instead of a gather, a decode and three tensor wraps
-    per step (scripts/bench_dataloader.py). Every chunk is a new array, so nothing a caller
-    keeps is ever overwritten (a kept batch keeps its chunk alive).
+    This runs inside timed steps (docs/rules.md, "Each step"): one gather for ~CHUNK_BYTES of
+    batches, then each step is a view of its slice, instead of a gather, a decode and three
+    tensor wraps per step (scripts/bench_dataloader.py). Every chunk is a new array, so nothing
+    a caller keeps is ever overwritten (a kept batch keeps its chunk alive).
     """
     for plan in chunk_plans(
         split, global_batch_size, seed=seed, shard=shard, start_step=start_step

@@ -102,7 +102,7 @@ class JaxWorkload(SpecWorkload):
         if train and model_state:
             # BN in train mode normalises with batch statistics; the new running averages are
             # kept only when update_batch_norm (the PyTorch semantics; upstream's JAX ResNet
-            # switches to running averages instead, spec/WORKLOADS.md §2).
+            # switches to running averages instead; docs/rules.md, "BN update semantics").
             logits, new_state = self.model.apply(
                 variables,
                 *inputs,

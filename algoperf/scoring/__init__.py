@@ -1,4 +1,5 @@
-"""Scoring (spec/RULES.md §7) and log compliance checks: `algoperf score`, `algoperf check-logs`.
+"""Scoring (docs/rules.md, "Scoring") and log compliance checks: `algoperf score`,
+`algoperf check-logs`.
 
 Modules: `targets` (what each workload must reach), `read` (the log tree), `score` (time to
 target, performance profiles, benchmark score, speedups), `report` (CSV, PNG, Markdown),

@@ -20,7 +20,7 @@ class WorkloadCatalog:
     specs: Mapping[str, WorkloadSpec]
     """Workload or variant name -> its spec, in registration order."""
     scored: Mapping[str, tuple[str, ...]]
-    """Benchmark version (`v0.6`) -> its base workloads (RULES.md §6)."""
+    """Benchmark version (`v0.6`) -> its base workloads (docs/rules.md, "Benchmark versions")."""
     held_out: Mapping[str, tuple[str, ...]]
     """Benchmark version -> its held-out variants (v0.5 only today)."""
 

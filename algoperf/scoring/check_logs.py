@@ -10,7 +10,8 @@ version and ruleset come from `flags_0.json` / `meta_data_0.json`, else from the
 - `score_monotone`: `score` (submission time) never decreases from one eval to the next.
 - `eval_period`: consecutive evals are at least the workload's eval period apart. The runner
   starts an eval once `eval_period` s of wall time have passed since the previous eval *and its
-  logging* ended (RULES.md §4). Between the ends of evals k and k+1 the wall clock runs through:
+  logging* ended (docs/rules.md, "Eval eligibility"). Between the ends of evals k and k+1 the
+  wall clock runs through:
   the logging of row k (Δ accumulated_logging_time, added after row k is written), training,
   prepare_for_eval, and eval k+1 itself (Δ accumulated_eval_time). So
       gap = Δtotal_duration − Δaccumulated_eval_time − Δaccumulated_logging_time >= eval_period

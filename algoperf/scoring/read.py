@@ -1,4 +1,5 @@
-"""Read a ruleset's log tree into two tables: readable trials and their eval rows (RULES.md §7.0).
+"""Read a ruleset's log tree into two tables: readable trials and their eval rows
+(docs/rules.md, "Scoring", step 0).
 
 Layout: `<DIR>/<submission>/<study>/<workload>_<jax|pytorch>/trial_<k>/eval_measurements.csv`.
 A `<submission>-YYYY-MM-DD-HH-MM-SS` folder is merged into `<submission>` (same-named studies

@@ -1,9 +1,10 @@
-"""Time to target, performance profiles and the benchmark score (RULES.md §7.1-§7.9).
+"""Time to target, performance profiles and the benchmark score (docs/rules.md, "Scoring").
 
 Each step is a small function over pandas tables, in the order `score_logs` applies them:
-trial_times (§7.1) -> study_times (§7.2) -> workload_times (§7.3) -> held-out gate before the
-cut (§6) -> cut_slow (§7.4) -> held-out gate after the cut (§6) -> ratios (§7.5) ->
-performance_profiles (§7.6) -> benchmark_scores (§7.7). `speedups` is §7.9.
+trial_times (step 1) -> study_times (step 2) -> workload_times (step 3) -> held-out gate
+before the cut -> cut_slow (step 4) -> held-out gate after the cut -> ratios (step 5) ->
+performance_profiles (step 6) -> benchmark_scores (step 7). `speedups` is step 9. Steps are
+those of docs/rules.md, "Scoring"; the gates, its "Held-out workloads (v0.5)".
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ MAX_TAU = 4.0
 NUM_TAUS = 100
 """The profile is sampled at `np.linspace(1, MAX_TAU, NUM_TAUS)`; the grid is part of the score."""
 STRICT_NUM_STUDIES = 3
-"""--strict's study count: hard-coded upstream, whatever the version (RULES.md §7.8)."""
+"""--strict's study count: hard-coded upstream, whatever the version (step 8)."""
 STRICT_NUM_TRIALS = 5
 """--strict's trials per study (external tuning only)."""
 SPEEDUP_BUDGET_VERSION = "v0.5"
-"""§7.9 replaces ∞ by this version's budget + 1 s, whatever the scored version (upstream)."""
+"""Step 9 replaces ∞ by this version's budget + 1 s, whatever the scored version (upstream)."""
 
 
 def taus(max_tau: float = MAX_TAU, num: int = NUM_TAUS) -> np.ndarray:
@@ -37,7 +38,7 @@ def taus(max_tau: float = MAX_TAU, num: int = NUM_TAUS) -> np.ndarray:
 
 
 def trial_times(logs: Logs, targets: TargetSet) -> pd.DataFrame:
-    """Each readable scored trial's first target hit (§7.1).
+    """Each readable scored trial's first target hit (step 1).
 
     Rows are read in file order; the first row whose `validation/<metric>` meets the target
     (`<=` minimised, `>=` maximised; NaN never does) gives the trial's time (its `score`).
@@ -59,7 +60,7 @@ def trial_times(logs: Logs, targets: TargetSet) -> pd.DataFrame:
 
 
 def study_times(trial_table: pd.DataFrame) -> pd.DataFrame:
-    """One trial per study (§7.2): the earliest first hit by eval index, ties by smallest time.
+    """One trial per study (step 2): the earliest first hit by eval index, ties by smallest time.
 
     Args:
         trial_table: The output of `trial_times`.
@@ -80,7 +81,7 @@ def study_times(trial_table: pd.DataFrame) -> pd.DataFrame:
 def workload_times(
     study_table: pd.DataFrame, submissions: Sequence[str], workloads: Sequence[str]
 ) -> pd.DataFrame:
-    """Per submission and workload: `np.median` over the studies found, ∞ included (§7.3).
+    """Per submission and workload: `np.median` over the studies found, ∞ included (step 3).
 
     With an even number of studies the median is the mean of the middle two, so ∞ if either
     is ∞. A workload without any readable trial stays NaN (missing).
@@ -98,7 +99,7 @@ def workload_times(
 
 
 def gate_held_out_before_cut(times: pd.DataFrame, held_out: Mapping[str, str]) -> pd.DataFrame:
-    """A held-out variant's time becomes ∞ where its base time is ∞ or NaN (§6 gate 1)."""
+    """A held-out variant's time becomes ∞ where its base time is ∞ or NaN (1st held-out gate)."""
     gated = times.copy()
     for variant, base in held_out.items():
         gated.loc[~np.isfinite(gated[base]), variant] = np.inf
@@ -106,13 +107,13 @@ def gate_held_out_before_cut(times: pd.DataFrame, held_out: Mapping[str, str]) -
 
 
 def cut_slow(times: pd.DataFrame, factor: float = MAX_TAU) -> pd.DataFrame:
-    """In every column, a time > factor × the column's best time (NaN ignored) becomes ∞ (§7.4)."""
+    """In every column, a time > factor × the column's best time (NaN ignored) is ∞ (step 4)."""
     best = times.min(axis=0, skipna=True)
     return times.mask(times.gt(factor * best, axis=1), np.inf)
 
 
 def gate_base_after_cut(times: pd.DataFrame, held_out: Mapping[str, str]) -> pd.DataFrame:
-    """A base time becomes ∞ where its held-out variant's time is ∞ or NaN (§6 gate 3)."""
+    """A base time becomes ∞ where its held-out variant's time is ∞ or NaN (2nd held-out gate)."""
     gated = times.copy()
     for variant, base in held_out.items():
         gated.loc[~np.isfinite(gated[variant]), base] = np.inf
@@ -120,7 +121,7 @@ def gate_base_after_cut(times: pd.DataFrame, held_out: Mapping[str, str]) -> pd.
 
 
 def scored_times(times: pd.DataFrame, targets: TargetSet, factor: float = MAX_TAU) -> pd.DataFrame:
-    """Held-out gates around the slow-time cut, then the base columns only (§6, §7.4)."""
+    """Held-out gates around the slow-time cut, then the base columns only (step 4)."""
     gated = gate_held_out_before_cut(times, targets.held_out)
     gated = cut_slow(gated, factor)
     gated = gate_base_after_cut(gated, targets.held_out)
@@ -128,14 +129,14 @@ def scored_times(times: pd.DataFrame, targets: TargetSet, factor: float = MAX_TA
 
 
 def ratios(times: pd.DataFrame) -> pd.DataFrame:
-    """r = t / (the column's smallest t, NaN ignored) (§7.5); an all-∞ column gives NaN."""
+    """r = t / (the column's smallest t, NaN ignored) (step 5); an all-∞ column gives NaN."""
     return times.div(times.min(axis=0, skipna=True), axis=1)
 
 
 def performance_profiles(
     ratio_table: pd.DataFrame, num_workloads: int, tau_grid: np.ndarray | None = None
 ) -> pd.DataFrame:
-    """ρ_s(τ) = |{w : r_{s,w} <= τ}| / n with n fixed (§7.6); NaN never counts.
+    """ρ_s(τ) = |{w : r_{s,w} <= τ}| / n with n fixed (step 6); NaN never counts.
 
     Args:
         ratio_table: Submissions × workloads ratios.
@@ -153,7 +154,7 @@ def performance_profiles(
 
 
 def benchmark_scores(profiles: pd.DataFrame) -> pd.Series:
-    """B_s = trapezoid rule of ρ_s over the τ grid / (τ_max − τ_min) (§7.7), in [0, 1]."""
+    """B_s = trapezoid rule of ρ_s over the τ grid / (τ_max − τ_min) (step 7), in [0, 1]."""
     grid = np.asarray(profiles.columns, float)
     areas = np.trapezoid(profiles.to_numpy(float), x=grid, axis=1)
     return pd.Series(areas / (grid[-1] - grid[0]), index=profiles.index, name="score")
@@ -175,7 +176,7 @@ class ScoreResult:
 
 
 def score_logs(logs: Logs, targets: TargetSet, max_tau: float = MAX_TAU) -> ScoreResult:
-    """Scores every submission in `logs` together (RULES.md §7.1-§7.7)."""
+    """Scores every submission in `logs` together (steps 1-7)."""
     trial_table = trial_times(logs, targets)
     study_table = study_times(trial_table)
     times = workload_times(study_table, logs.submissions, targets.scored_workloads)
@@ -196,7 +197,7 @@ def score_logs(logs: Logs, targets: TargetSet, max_tau: float = MAX_TAU) -> Scor
 
 
 def strict_problems(logs: Logs, targets: TargetSet, *, self_tuning: bool) -> list[str]:
-    """What `--strict` rejects (warnings otherwise), one message each (§7.8).
+    """What `--strict` rejects (warnings otherwise), one message each (step 8).
 
     Checks per submission: the workload count (registered but unscored variant folders count
     too) equals base + held-out; per workload, STRICT_NUM_STUDIES studies; per study,
@@ -231,7 +232,7 @@ def strict_problems(logs: Logs, targets: TargetSet, *, self_tuning: bool) -> lis
 def infinity_stand_ins(
     targets: TargetSet, *, catalog: WorkloadCatalog, self_tuning: bool
 ) -> dict[str, float]:
-    """§7.9's stand-in for ∞ per base workload: factor × the v0.5 budget + 1 s.
+    """Step 9's stand-in for ∞ per base workload: factor × the v0.5 budget + 1 s.
 
     factor is v0.5's self-tuning budget factor (3) under --self_tuning_ruleset, else 1. A
     workload without a v0.5 budget in `catalog` (newer than v0.5, or unregistered) uses the
@@ -259,9 +260,9 @@ def infinity_stand_ins(
 def speedups(
     times: pd.DataFrame, base_submission: str, stand_ins: Mapping[str, float]
 ) -> pd.DataFrame:
-    """Geometric-mean time ratio of each submission against a base submission (§7.9).
+    """Geometric-mean time ratio of each submission against a base submission (step 9).
 
-    Uses the medians of §7.1-§7.3 (no held-out gate, no cut) on the workloads of `stand_ins`
+    Uses the medians of steps 1-3 (no held-out gate, no cut) on the workloads of `stand_ins`
     that either submission of a pair has trials for. ∞ becomes the stand-in; so does a workload
     missing (NaN) for one of the two (upstream's geometric mean would be NaN).
 

@@ -1,9 +1,9 @@
 """What each scored workload must reach, as data: from the registry per version, or a JSON file.
 
-A `TargetSet` says which workloads are scored (base and held-out, RULES.md §6), each one's
-validation metric, target and direction, and each held-out variant's base. Nothing here names a
-workload; every fact comes from a `WorkloadCatalog` (the command layer builds it from the
-registry) or the user's file.
+A `TargetSet` says which workloads are scored (base and held-out; docs/rules.md, "Scoring"),
+each one's validation metric, target and direction, and each held-out variant's base. Nothing
+here names a workload; every fact comes from a `WorkloadCatalog` (the command layer builds it
+from the registry) or the user's file.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Target(NamedTuple):
     target: float
     """Validation target value."""
     higher_is_better: bool
-    """True: reached when value >= target; False: when value <= target (RULES.md §7.1)."""
+    """True: reached when value >= target; False: when value <= target (docs/rules.md,
+    "Scoring")."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,7 +114,8 @@ def targets_for(version: str, *, catalog: WorkloadCatalog) -> dict[str, Target]:
 
 
 def target_set_for(version: str, *, catalog: WorkloadCatalog) -> TargetSet:
-    """The full `TargetSet` of a benchmark version, from the catalog (VERSIONS.md, RULES.md §6)."""
+    """The full `TargetSet` of a benchmark version, from the catalog (docs/rules.md, "Benchmark
+    versions")."""
     name = versions.get_version(version).name
     if name not in catalog.scored:
         raise ValueError(f"the workload catalog lists no scored workloads for {name}")
@@ -271,6 +273,6 @@ def _entry_base(name: str, entry: Mapping, label: str, catalog: WorkloadCatalog)
 def reached(values, target: Target):
     """Whether each value meets the target: `>=` when maximised, `<=` when minimised.
 
-    NaN never meets it (RULES.md §7.1). Works on floats and numpy/pandas arrays.
+    NaN never meets it (docs/rules.md, "Scoring"). Works on floats and numpy/pandas arrays.
     """
     return values >= target.target if target.higher_is_better else values <= target.target

@@ -73,7 +73,7 @@ class TorchBackend:
         if workload.spec.compile_loss and not hasattr(
             workload.loss_fn, "_torchdynamo_orig_callable"
         ):
-            # The policy's "also compile loss_fn" (spec/WORKLOADS.md): the instance's loss_fn,
+            # The policy's "also compile loss_fn" (docs/workloads.md): the instance's loss_fn,
             # which the submission calls, becomes the compiled one (its compile is on the clock).
             workload.loss_fn = torch.compile(workload.loss_fn)
         if not workload.spec.compile_model:
@@ -92,7 +92,10 @@ class TorchBackend:
         """Model (unwrapped state_dict), optimizer entries' state_dicts, model state, RNG."""
         optimizer = variables.optimizer_state
         if not isinstance(optimizer, dict):
-            raise TypeError("a PyTorch submission's optimizer state must be a dict (RULES.md §1).")
+            raise TypeError(
+                "a PyTorch submission's optimizer state must be a dict "
+                "(docs/rules.md, Submission API)."
+            )
         skipped = [k for k, v in optimizer.items() if not hasattr(v, "state_dict")]
         if skipped:
             logging.warning("optimizer_state entries without state_dict are not saved: %s", skipped)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# The reference ("ref train batch") sizes of spec/WORKLOADS.md §1, which assume 8x V100;
+# The reference sizes of upstream's target-setting runs and baselines, which assume 8x V100;
 # finewebedu_lm uses 64.
 GLOBAL_BATCH_SIZES: dict[str, int] = {
     # Dev workloads. mnist: 128 (the baselines use 16) so that a run on CPU takes few steps.

@@ -1,4 +1,4 @@
-"""The JAX training step shared by the reference submissions (timed: RULES.md §1, §4).
+"""The JAX training step shared by the reference submissions (timed: docs/rules.md, "Timing").
 
 One module-level jitted function; `workload`, the optax update function and the loss/dropout
 settings are static, so it compiles once per trial and is reused from the cache every step.

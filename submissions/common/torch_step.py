@@ -1,4 +1,4 @@
-"""The PyTorch training step shared by the reference submissions (timed: RULES.md §1, §4).
+"""The PyTorch training step shared by the reference submissions (timed: docs/rules.md, "Timing").
 
 A submission builds a `torch.optim.Optimizer` and a `WarmupCosine` schedule; `optimizer_state`
 pairs them, and `update_params` (upstream's signature, so a submission exports it as is) runs one

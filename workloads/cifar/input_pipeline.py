@@ -1,6 +1,6 @@
 """CIFAR-10 reader (the python distribution, no torchvision/TensorFlow), augmentation, fake_batch.
 
-Splits as upstream (spec/WORKLOADS.md §4): train = the first 45,000 training images, validation =
+Splits as upstream (docs/workloads.md): train = the first 45,000 training images, validation =
 the last 5,000, test = the 10,000 test images. Pixels are held as uint8 and, as batches are made,
 scaled to [0, 1] and normalised per channel with the SPEC mean/std; train batches get pad-4 +
 random 32x32 crop + random horizontal flip (PyTorch upstream's augmentation; upstream JAX pads

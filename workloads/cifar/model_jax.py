@@ -1,4 +1,4 @@
-"""CIFAR-10 in JAX/flax: ResNet-18 with a 3x3 stride-1 stem and no max-pool (WORKLOADS.md §4).
+"""CIFAR-10 in JAX/flax: ResNet-18 with a 3x3 stride-1 stem and no max-pool (docs/workloads.md).
 
 Module names mirror the torch model (`conv1`, `layer2_0/shortcut/bn`, `fc`) so weights map by name
 and parameter types agree. Convs pad 1 px explicitly: flax's "SAME" pads stride-2 convs
@@ -89,7 +89,8 @@ class ResNet18(nn.Module):
 
 class Workload(JaxClassifier):
     """`init_model_fn` (inherited) returns the BN `batch_stats` as model_state; upstream's JAX
-    CIFAR returns the params there instead and loses them (WORKLOADS.md §1, a bug)."""
+    CIFAR returns the params there instead and loses them (a bug; docs/rules.md, "CIFAR
+    details")."""
 
     output_param_prefixes = ("fc",)
     data_layout = "NHWC"

@@ -1,4 +1,4 @@
-"""CIFAR-10 in PyTorch: ResNet-18 with a 3x3 stride-1 stem and no max-pool (WORKLOADS.md §4)."""
+"""CIFAR-10 in PyTorch: ResNet-18 with a 3x3 stride-1 stem and no max-pool (docs/workloads.md)."""
 
 from __future__ import annotations
 

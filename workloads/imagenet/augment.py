@@ -1,4 +1,4 @@
-"""imagenet_vit's train augmentation on top of the shared crop and flip (WORKLOADS.md §6):
+"""imagenet_vit's train augmentation on top of the shared crop and flip (docs/workloads.md):
 RandAugment (2 ops, magnitude 10) on each PIL image, then mixup (alpha 0.2) on each batch.
 
 RandAugment draws `num_ops` of the 16 ops below uniformly (with replacement) and applies each one.

@@ -12,9 +12,9 @@ Class index = position of the wnid among the sorted train folders (torchvision's
 and the order ImageNet-v2's numbered folders follow). Train: random-resized crop (area 0.08-1,
 aspect 3/4-4/3, 10 tries, then a centre crop), bilinear resize, horizontal flip; eval: resize
 the shorter side to size/0.875 (256 for 224) and centre-crop; both scale to [0, 1] and normalise
-with the ImageNet mean/std (WORKLOADS.md §5, upstream's PyTorch path). ImageNet-v2 uses the same
-eval preprocessing as validation (upstream sends it through its TF path, a centre crop of the
-same 0.875 fraction with a bicubic resize).
+with the ImageNet mean/std (upstream's PyTorch path; docs/rules.md, "ImageNet data").
+ImageNet-v2 uses the same eval preprocessing as validation (upstream sends it through its TF
+path, a centre crop of the same 0.875 fraction with a bicubic resize).
 
 JPEGs are decoded with PIL in worker processes (`algoperf.data.loader`); each rank reads only
 its rows of every global batch. Every random choice is seeded by (seed, step, global row), so the

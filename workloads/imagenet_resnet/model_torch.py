@@ -1,4 +1,5 @@
-"""ImageNet in PyTorch: ResNet-50 v1.5, the stride on each bottleneck's 3x3 conv (WORKLOADS.md §5).
+"""ImageNet in PyTorch: ResNet-50 v1.5, the stride on each bottleneck's 3x3 conv
+(docs/workloads.md).
 
 25,557,032 parameters in 161 tensors, 53 BN layers. Module names (`conv1`, `layer2.0.shortcut.bn`,
 `fc`) give the upstream parameter types and map one to one onto the flax model's names.

@@ -1,9 +1,10 @@
-"""ImageNet ViT in JAX/flax: ViT-S/16 (and its glu / post_ln / map variants), WORKLOADS.md §6.
+"""ImageNet ViT in JAX/flax: ViT-S/16 (and its glu / post_ln / map variants), docs/workloads.md.
 
 Module names mirror the torch model (`patch_conv`, `blocks_3/attention/query`, `ln_final`,
 `map_head/probe`, `head`) so weights map by name and parameter types agree. Dropout follows the
 PyTorch model everywhere, including the attention probabilities and the MAP head (upstream's JAX
-model skips both, and its post-LN block cannot be initialised; spec §6 ⚠).
+model skips both, and its post-LN block cannot be initialised; docs/rules.md, "ViT dropout and
+post-LN").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ImageNet ViT in PyTorch: ViT-S/16 (and its glu / post_ln / map variants), WORKLOADS.md §6.
+"""ImageNet ViT in PyTorch: ViT-S/16 (and its glu / post_ln / map variants), docs/workloads.md.
 
 No class token: tokens are mean-pooled (or pooled by a MAP head). The image size is free (any
 multiple of the patch size); the fixed 2-D sin-cos position embedding follows the token grid.

@@ -22,7 +22,7 @@ class MLP(nn.Module):
             )
         )
         # lecun-normal as in flax; upstream's first torch init keeps kaiming-uniform (a quirk,
-        # spec/WORKLOADS.md §3), we initialise both frameworks alike.
+        # docs/rules.md, "MNIST normalisation"), we initialise both frameworks alike.
         lecun_init_(self)
 
     def forward(self, inputs_B1HW):
