@@ -138,7 +138,7 @@ def worker(args: argparse.Namespace) -> int:
     )
     cached = next(input_queue)
     step_rng = np_rng.prng_key(2)
-    train_split = workload._splits["train"]
+    train_split = workload.dataset(args.data_dir)["train"]
     chunk_steps = steps_per_chunk(
         train_split, workload.shard.local_batch_size(args.global_batch_size)
     )

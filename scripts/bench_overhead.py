@@ -163,8 +163,9 @@ def measure(name, batch_size, steps, compiled, warmup) -> tuple[float, float, fl
     and the ratio of medians disagree, the machine's noise (a cifar step varies by ~10% from
     step to step on a shared 2-core VM) is larger than the runner's cost.
     """
-    module = __import__(f"workloads.{name}.input_pipeline", fromlist=["fake_batch"])
-    batch = to_torch(module.fake_batch(batch_size, layout="NCHW"), torch.device("cpu"))
+    import workloads
+
+    batch = to_torch(workloads.load(name, "pytorch").fake_batch(batch_size), torch.device("cpu"))
     case = Case(name, batch, compiled)
     runner, bare = case.interleaved(warmup + steps)
     runner, bare = runner[warmup:], bare[warmup:]

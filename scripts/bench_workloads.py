@@ -172,12 +172,10 @@ def bench_pipeline(args) -> str:
         data_dir = imagenet_fixture.make_imagenet_tree(
             folder, num_classes=classes, per_class=per_class, size=args.fixture_jpeg_size
         )
-        splits = input_pipeline.load_splits(
-            str(data_dir), layout="NCHW", image_size=args.image_size, num_workers=2
-        )
-        stream = input_pipeline.batches(
-            splits, "train", args.batch, seed=0, shard=Shard(0, 1), num_eval_train_examples=0
-        )
+        options = input_pipeline.Options(image_size=args.image_size, num_workers=2)
+        pipeline = input_pipeline.Pipeline(options, layout="NCHW")
+        splits = pipeline.load(str(data_dir))
+        stream = pipeline.train_batches(splits, args.batch, seed=0, shard=Shard(0, 1))
         for _ in range(3):  # worker start-up and the first prefetches
             next(stream)
         start = time.perf_counter()

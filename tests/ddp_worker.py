@@ -63,7 +63,6 @@ def ghost_batch_model_fn(model_fn, groups: int):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import importlib
 
     import torch
 
@@ -79,7 +78,6 @@ def main(argv=None) -> int:
     configure_process("pytorch", "v1.0", deterministic=True)
     info = init_process_group()
     workload = workloads.load(args.workload, "pytorch")
-    pipeline = importlib.import_module(f"workloads.{workload.spec.base}.input_pipeline")
     submission = load_submission(ROOT / "submissions" / "nadamw" / "submission_torch.py")
     hyperparameters = hparams_from_json(HPARAMS)
 
@@ -95,7 +93,7 @@ def main(argv=None) -> int:
     )
     rows = Shard(info.rank, info.world_size).rows(args.global_batch_size)
     for step in range(args.steps):
-        global_batch = pipeline.fake_batch(args.global_batch_size, seed=100 + step)
+        global_batch = workload.fake_batch(args.global_batch_size, seed=100 + step)
         local = {key: value[rows] for key, value in global_batch.items()}
         local["inputs"] = local["inputs"].astype(args.dtype)
         batch = to_torch(local, info.device)
