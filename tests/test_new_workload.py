@@ -196,3 +196,15 @@ def test_two_processes_gather_the_whole_split(tmp_path, dryrun):
         assert int(float(b["validation/num_examples"])) == 50
         for key in ("validation/mean_average_precision", "validation/loss", "test/loss"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4), key
+
+
+def test_jax_multi_host_gather_packs_any_rows():
+    """What JAX's cross-host gather sends: rows pickled into a padded uint8 array and back."""
+    from algoperf.jax.workload import pack, unpack
+
+    rows = {"scores": np.arange(6.0).reshape(3, 2), "text": np.asarray(["a", "bc"], dtype=object)}
+    payload = pack(rows)
+    padded = np.concatenate([payload, np.zeros(7, np.uint8)])  # as process_allgather pads it
+    back = unpack(padded, len(payload))
+    np.testing.assert_array_equal(back["scores"], rows["scores"])
+    assert back["text"].tolist() == ["a", "bc"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import pickle
 from collections.abc import Iterator
 
 import jax
@@ -184,19 +185,30 @@ class _JaxCollectives:
     def gather_over_ranks(self, rows: dict) -> dict:
         if jax.process_count() == 1:
             return rows
-        from jax.experimental import multihost_utils
+        everyone = _allgather_objects(rows)  # any shapes and dtypes (decoded strings too)
+        return {key: np.concatenate([part[key] for part in everyone]) for key in rows}
 
-        # process_allgather needs equal shapes: pad each process's rows to the longest, then cut.
-        counts = multihost_utils.process_allgather(
-            np.asarray([len(next(iter(rows.values()), ()))], np.int64)
-        ).reshape(-1)
-        longest, out = int(counts.max()), {}
-        for key, value in rows.items():
-            padded = np.zeros((longest, *value.shape[1:]), value.dtype)
-            padded[: len(value)] = value
-            everyone = multihost_utils.process_allgather(padded)
-            out[key] = np.concatenate([part[:n] for part, n in zip(everyone, counts)])
-        return out
+
+def pack(obj) -> np.ndarray:
+    """An object as a uint8 array (pickled), for collectives that move arrays only."""
+    return np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+
+
+def unpack(packed: np.ndarray, length: int):
+    return pickle.loads(packed[:length].tobytes())
+
+
+def _allgather_objects(obj) -> list:
+    """`obj` of every process, in process order (process_allgather needs equal shapes: each
+    pickled payload is padded to the longest)."""
+    from jax.experimental import multihost_utils
+
+    payload = pack(obj)
+    lengths = multihost_utils.process_allgather(np.asarray([len(payload)], np.int64)).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: len(payload)] = payload
+    gathered = multihost_utils.process_allgather(padded)
+    return [unpack(part, int(n)) for part, n in zip(gathered, lengths)]
 
 
 def _is_typed_key(key) -> bool:
