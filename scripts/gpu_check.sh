@@ -7,6 +7,7 @@
 #   D  compiled DDP (NCCL) cifar trains and evaluates
 #   E  `make run`'s job on the GPU (offline real MNIST sample, compiled, its 60 s budget)
 #   F  scripts/bench_dataloader.py at 1 process (the live loader's cost against a cached batch)
+#   G  library use on CUDA: examples/plain_pytorch_loop.py (pinned device batches, evaluate)
 # Usage: bash scripts/gpu_check.sh [OUT_DIR]   (log in OUT_DIR/log.txt; default /tmp/gpu_check)
 # Needs python3 with torch (CUDA), jax and the project's dependencies; wheels of any missing
 # pure-python ones (torchdata, mlxtend) can sit in .devcheck/whl/ and are installed first.
@@ -66,3 +67,6 @@ cut -c1-300 "$exp/real/mnist_pytorch/trial_1/eval_measurements.csv" | sed -n '1p
 
 echo "== F: loader bench, 1 process on the GPU"
 t 150 python3 scripts/bench_dataloader.py --processes 1 --repeats 1
+
+echo "== G: library use on the GPU (examples/plain_pytorch_loop.py, offline mnist sample)"
+t 120 python3 examples/plain_pytorch_loop.py --steps 300 --data_dir /tmp/gpu_check_nodata 2>&1 | tail -2
