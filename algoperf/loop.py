@@ -204,6 +204,7 @@ def _run_steps(loop: _Loop, variables: TrainVars, input_queue, rng, state: LoopS
         # Bound once, so every step's call is a plain positional one (no `**kwargs` merge).
         update_params = functools.partial(update_params, train_state=TrainStateView(state))
     max_steps, on_step = settings.max_global_steps, hooks.on_step
+    stop_requested, multi_process = hooks.stop_requested, loop.multi_process
     # The step keys come in blocks of consecutive steps (one per step on JAX); a step inside
     # the current block is a list lookup, not a call.
     rng_start, rng_rows = 0, ()
@@ -255,17 +256,17 @@ def _run_steps(loop: _Loop, variables: TrainVars, input_queue, rng, state: LoopS
         # An eval is due once a period of wall time has passed since the last eval ended, and
         # always when training is complete (docs/rules.md "Eval eligibility"). Several
         # processes agree on it (and on a stop request) through the schedule; one decides alone.
-        if loop.multi_process:
+        if multi_process:
             period_due, stop = loop.schedule.due(
                 step=state.global_step,
                 now=now,
                 last_eval_time=state.last_eval_time,
                 period=settings.eval_period_sec,
-                stop=hooks.stop_requested(),
+                stop=stop_requested(),
             )
         else:
             period_due = now - state.last_eval_time >= settings.eval_period_sec
-            stop = hooks.stop_requested()
+            stop = stop_requested()
         if stop and not state.training_complete:
             state.last_step_end_time = clock.now()
             state.preempted = True
