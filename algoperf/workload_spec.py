@@ -51,6 +51,9 @@ class Variant:
     """Only where upstream changes it (deepspeech_norm_and_spec_aug: 128)."""
     description: str = ""
     """One line: what the variant changes."""
+    num_params: Mapping[str, tuple[int, int]] | None = None
+    """The variant's own parameter counts where its model differs in size (None: the base's);
+    see `WorkloadSpec.num_params`."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -94,6 +97,11 @@ class WorkloadSpec:
     train_stddev: Any = None
     requires_sync_before_eval: bool = False
     """Average model state across ranks before each eval (per-rank BN statistics)."""
+    num_params: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    """Trainable parameters of the full-size model per framework: framework -> (elements,
+    tensors), as upstream's models have them (where upstream's frameworks differ, ours differ
+    the same way: docs/workloads.md). tests/test_workload_registry.py checks every model against
+    these; empty for a workload with no model yet."""
     description: str = ""
     variants: tuple[str, ...] = ()
     """Names of the registered variants of this base (filled by the registry)."""
@@ -108,6 +116,13 @@ class WorkloadSpec:
             raise ValueError(f"WorkloadSpec {self.name}: sizes must be positive.")
         object.__setattr__(self, "budgets", MappingProxyType(dict(self.budgets)))
         object.__setattr__(self, "model_kwargs", MappingProxyType(dict(self.model_kwargs)))
+        for framework, counts in self.num_params.items():
+            if len(counts) != 2 or not all(isinstance(n, int) and n > 0 for n in counts):
+                raise ValueError(
+                    f"WorkloadSpec {self.name}: num_params[{framework!r}] must be (elements, "
+                    f"tensors), two positive integers; got {counts!r}."
+                )
+        object.__setattr__(self, "num_params", MappingProxyType(dict(self.num_params)))
 
     @property
     def higher_is_better(self) -> bool:
@@ -134,5 +149,6 @@ class WorkloadSpec:
             test_target=variant.test_target,
             eval_batch_size=variant.eval_batch_size or self.eval_batch_size,
             description=variant.description or self.description,
+            num_params=self.num_params if variant.num_params is None else variant.num_params,
             variants=(),
         )

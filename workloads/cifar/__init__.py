@@ -23,6 +23,7 @@ SPEC = WorkloadSpec(
     compile_model=True,
     train_mean=(0.49139968, 0.48215827, 0.44653124),
     train_stddev=(0.24703233, 0.24348505, 0.26158768),
+    num_params={"pytorch": (11_173_962, 62), "jax": (11_173_962, 62)},  # as upstream's
     description="CIFAR-10, ResNet-18 (3x3 stem, no max-pool)",
 )
 

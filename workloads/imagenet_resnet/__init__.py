@@ -34,6 +34,8 @@ SPEC = WorkloadSpec(
     # Per channel, on pixels scaled to [0, 1] (the JAX pipeline uses these x 255 on 0-255 pixels).
     train_mean=(0.485, 0.456, 0.406),
     train_stddev=(0.229, 0.224, 0.225),
+    # As upstream's; the variants change activations and init only.
+    num_params={"pytorch": (25_557_032, 161), "jax": (25_557_032, 161)},
     description="ImageNet-2012 classification, ResNet-50 v1.5",
 )
 

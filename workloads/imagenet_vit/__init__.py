@@ -40,6 +40,7 @@ SPEC = WorkloadSpec(
     # Per channel, on pixels scaled to [0, 1] (the JAX pipeline uses these x 255 on 0-255 pixels).
     train_mean=(0.485, 0.456, 0.406),
     train_stddev=(0.229, 0.224, 0.225),
+    num_params={"pytorch": (22_122_472, 200), "jax": (22_122_472, 200)},  # as upstream's
     description="ImageNet-2012 classification, ViT-S/16 with RandAugment and mixup",
 )
 
@@ -48,18 +49,23 @@ VARIANTS: dict[str, Variant] = {
         model_kwargs={"use_glu": True},
         validation_target=0.75738,
         test_target=0.6359,
+        num_params={"pytorch": (50_452_456, 224), "jax": (50_452_456, 224)},
         description="ViT-S/16 with a GLU inside the MLP",
     ),
     "imagenet_vit_post_ln": Variant(
         model_kwargs={"use_post_layer_norm": True},
         validation_target=0.75312,
         test_target=0.6286,
+        num_params={"pytorch": (22_121_704, 198), "jax": (22_121_704, 198)},
         description="ViT-S/16 with post-LayerNorm blocks and no final encoder norm",
     ),
     "imagenet_vit_map": Variant(
         model_kwargs={"use_map": True},
         validation_target=0.77113,
         test_target=0.6523,
+        # Upstream's PyTorch MAP head fuses k and v (213 tensors); ours keeps q, k, v apart in
+        # both frameworks, as upstream's JAX (215).
+        num_params={"pytorch": (23_896_552, 215), "jax": (23_896_552, 215)},
         description="ViT-S/16 with a multi-head attention pooling head instead of mean pooling",
     ),
 }
