@@ -28,7 +28,7 @@ FRAMEWORKS = (
     "tensorflow",
     "tensorflow_datasets",
 )
-# Input pipelines may use torch's data utilities in both frameworks (STYLE.md §4).
+# Input pipelines may use torch's data utilities in both frameworks (docs/data.md).
 DATA_ALLOWED = ("torch.utils.data", "torchdata")
 COMPAT_SHIMS = {"pytorch_utils.py", "jax_sharding_utils.py"}
 
@@ -36,7 +36,7 @@ FIRST_PARTY = (
     "algoperf", "workloads", "submissions", "launch", "cli", "scripts", "examples", "tests",
 )  # fmt: skip
 # Which first-party packages each package may import (its own always). Dependencies point one way
-# (STYLE.md §10): the core imports only the registry; the command layer composes everything.
+# (docs/workloads.md): the core imports only the registry; the command layer composes everything.
 ALLOWED = {
     "algoperf": {"workloads"},  # the bare registry module only: see BARE_ONLY
     "workloads": {"algoperf"},

@@ -139,7 +139,7 @@ def eval_rows(tmp_path: pathlib.Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-# Three runs in a row: gloo's exit race (ENV.md) aborted 10-25% of 2-process runs before the
+# Three runs in a row: gloo's exit race (torch 2.14.1) aborted 10-25% of 2-process runs before the
 # CLI left workers through algoperf.torch.distributed.shutdown_and_exit.
 @pytest.mark.slow
 @pytest.mark.parametrize("attempt", [1, 2, 3])

@@ -57,7 +57,8 @@ def init_process_group() -> DistInfo:
 
 
 def shutdown_and_exit(code: int = 0) -> None:
-    """End a torchrun worker without gloo's shutdown race (see ENV.md: abort at interpreter exit).
+    """End a torchrun worker without gloo's shutdown race (torch 2.14.1 aborts now and then at
+    interpreter exit; tests/test_ddp.py).
 
     Destroying the group and leaving with os._exit skips the racy thread teardown.
     """

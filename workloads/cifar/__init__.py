@@ -1,4 +1,4 @@
-"""CIFAR-10 (development workload): ResNet-18 with a 3x3 stem. Facts: spec/WORKLOADS.md §4."""
+"""CIFAR-10 (development workload): ResNet-18 with a 3x3 stem. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, WorkloadSpec

@@ -1,4 +1,4 @@
-"""Criteo 1TB click logs: DLRM-small click-through prediction. Facts: spec/WORKLOADS.md §11."""
+"""Criteo 1TB click logs: DLRM-small click-through prediction. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
@@ -13,7 +13,7 @@ SPEC = WorkloadSpec(
     loss_type=LossType.SIGMOID_CROSS_ENTROPY,
     num_train_examples=4_195_197_692,
     # The PyTorch value: ceil(83,274,637 / 8,192) * 8,192. JAX evaluates with batch 131,072 and
-    # so rounds up to 83,361,792 (spec/WORKLOADS.md §2).
+    # so rounds up to 83,361,792 (docs/workloads.md).
     num_eval_train_examples=83_279_872,
     num_validation_examples=83_274_637,
     num_test_examples=95_000_000,
@@ -25,7 +25,7 @@ SPEC = WorkloadSpec(
         "v1.0": Budget(max_allowed_runtime_sec=8_915, eval_period_time_sec=356, step_hint=10_666),
     },
     default_dropout_rate=0.0,
-    # Upstream never compiles the DLRM model or its loss (spec/VERSIONS.md §4 item 3).
+    # Upstream never compiles the DLRM model or its loss (docs/workloads.md, "Compile policy").
     compile_model=False,
     compile_loss=False,
     model_kwargs={

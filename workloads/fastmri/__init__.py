@@ -1,4 +1,4 @@
-"""fastMRI knee single-coil: U-Net reconstruction scored by SSIM. Facts: spec/WORKLOADS.md §12."""
+"""fastMRI knee single-coil: U-Net reconstruction scored by SSIM. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec

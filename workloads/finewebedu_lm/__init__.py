@@ -1,4 +1,4 @@
-"""FineWeb-Edu 10BT language modelling (v1.0 only). Facts: spec/WORKLOAD_LM.md."""
+"""FineWeb-Edu 10BT language modelling (v1.0 only). Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, WorkloadSpec
@@ -25,7 +25,7 @@ SPEC = WorkloadSpec(
         ),
     },
     default_dropout_rate=None,  # the model has no dropout
-    # v1.0 compiles the model fully; loss_fn is not compiled (spec/VERSIONS.md §4 item 3).
+    # v1.0 compiles the model fully; loss_fn is not compiled (docs/workloads.md, "Compile policy").
     compile_model=True,
     compile_loss=False,
     model_kwargs={

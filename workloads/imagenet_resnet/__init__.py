@@ -1,4 +1,4 @@
-"""ImageNet-2012 with a ResNet-50 v1.5; test = ImageNet-v2. Facts: spec/WORKLOADS.md §5."""
+"""ImageNet-2012 with a ResNet-50 v1.5; test = ImageNet-v2. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec

@@ -1,4 +1,4 @@
-"""ImageNet-2012 with a ViT-S/16; test = ImageNet-v2. Facts: spec/WORKLOADS.md §6."""
+"""ImageNet-2012 with a ViT-S/16; test = ImageNet-v2. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
@@ -24,7 +24,8 @@ SPEC = WorkloadSpec(
         ),
     },
     default_dropout_rate=0.0,
-    # v1.0 compiles the ViT model and its loss (v0.6 compiled neither; spec/VERSIONS.md §4 item 3).
+    # v1.0 compiles the ViT model and its loss (v0.6 compiled neither; docs/workloads.md,
+    # "Compile policy").
     compile_model=True,
     compile_loss=True,
     model_kwargs={

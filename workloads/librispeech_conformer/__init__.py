@@ -1,4 +1,4 @@
-"""LibriSpeech 960h speech recognition with a Conformer and CTC. Facts: spec/WORKLOADS.md §7."""
+"""LibriSpeech 960h speech recognition with a Conformer and CTC. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
@@ -29,7 +29,7 @@ SPEC = WorkloadSpec(
     },
     # Applied to the input, attention-residual and feed-forward-residual dropouts; 0 elsewhere.
     default_dropout_rate=0.1,
-    # Upstream never compiles the Conformer model or its loss (spec/VERSIONS.md §4 item 3).
+    # Upstream never compiles the Conformer model or its loss (docs/workloads.md, "Compile policy").
     compile_model=False,
     compile_loss=False,
     model_kwargs={

@@ -1,4 +1,4 @@
-"""LibriSpeech 960h speech recognition with DeepSpeech and CTC. Facts: spec/WORKLOADS.md §8."""
+"""LibriSpeech 960h speech recognition with DeepSpeech and CTC. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
@@ -28,7 +28,7 @@ SPEC = WorkloadSpec(
         ),
     },
     default_dropout_rate=0.1,  # input and feed-forward dropout
-    # The model is not compiled, its loss is (spec/VERSIONS.md §4 item 3).
+    # The model is not compiled, its loss is (docs/workloads.md, "Compile policy").
     compile_model=False,
     compile_loss=True,
     model_kwargs={

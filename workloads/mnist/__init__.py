@@ -1,9 +1,10 @@
-"""MNIST (development workload): a 784-128-10 MLP. Facts: spec/WORKLOADS.md §3."""
+"""MNIST (development workload): a 784-128-10 MLP. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, WorkloadSpec
 
-# Dev workloads keep the same budget in every version (spec/VERSIONS.md §2 notes).
+# Dev workloads keep the same budget in every version (docs/workloads.md, "Budgets per
+# benchmark version").
 _BUDGET = Budget(max_allowed_runtime_sec=60, eval_period_time_sec=10, step_hint=7_813)
 
 SPEC = WorkloadSpec(
@@ -23,7 +24,7 @@ SPEC = WorkloadSpec(
     default_dropout_rate=None,
     compile_model=True,
     # Pixels are scaled to [0, 1] before this normalisation (upstream applies it to raw 0-255
-    # values, a bug; spec/WORKLOADS.md §3).
+    # values, a bug; docs/rules.md, "MNIST normalisation").
     train_mean=0.1307,
     train_stddev=0.3081,
     num_params={"pytorch": (101_770, 4), "jax": (101_770, 4)},  # as upstream's

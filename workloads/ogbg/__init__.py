@@ -1,4 +1,4 @@
-"""ogbg-molpcba molecular property prediction with a graph network. Facts: spec/WORKLOADS.md §9."""
+"""ogbg-molpcba molecular property prediction with a graph network. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
@@ -24,7 +24,7 @@ SPEC = WorkloadSpec(
         "v1.0": Budget(max_allowed_runtime_sec=11_303, eval_period_time_sec=452, step_hint=52_000),
     },
     default_dropout_rate=0.1,
-    # The model is not compiled, its loss is (spec/VERSIONS.md §4 item 3).
+    # The model is not compiled, its loss is (docs/workloads.md, "Compile policy").
     compile_model=False,
     compile_loss=True,
     model_kwargs={

@@ -1,4 +1,4 @@
-"""WMT German-to-English translation, Transformer, BLEU. Facts: spec/WORKLOADS.md §10."""
+"""WMT German-to-English translation, Transformer, BLEU. Facts: docs/workloads.md."""
 
 from algoperf.spec import LossType
 from algoperf.workload_spec import Budget, Variant, WorkloadSpec
