@@ -152,15 +152,24 @@ class CountingIterator:
 
 
 class StopRequests:
-    """SIGTERM/SIGUSR1 (what Slurm sends before preemption) set a flag the loop acts on."""
+    """SIGTERM/SIGUSR1 (what Slurm sends before preemption) set a flag the loop acts on; SIGINT
+    (Ctrl-C) stops the trial at once, without a checkpoint.
+
+    Ctrl-C raises KeyboardInterrupt as Python's own handler does, and is also remembered: a
+    KeyboardInterrupt raised while a finaliser runs (a `__del__`, a weakref callback) is printed
+    and swallowed by Python, so the loop's per-step poll raises it again.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self) -> None:
         self._flag = False
+        self._interrupted = False
         self._previous = {}
 
     def requested(self) -> bool:
+        if self._interrupted:
+            raise KeyboardInterrupt
         return self._flag
 
     def _handler(self, signum, frame) -> None:
@@ -173,10 +182,17 @@ class StopRequests:
             flush=True,
         )
 
+    def _interrupt(self, signum, frame) -> None:
+        del signum, frame
+        self._interrupted = True
+        raise KeyboardInterrupt
+
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handler)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -251,7 +251,11 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     import signal
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    # faulthandler: if the run ever ignores the interrupt, SIGABRT dumps every thread's stack.
+    env = {
+        **os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore",
+        "PYTHONFAULTHANDLER": "1",
+    }  # fmt: skip
     process = subprocess.Popen(
         [
             sys.executable,
@@ -281,7 +285,12 @@ def test_ctrl_c_stops_cleanly(tmp_path):
     while not (trial / "eval_measurements.csv").exists() and time.time() < deadline:
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # the stacks, then no orphan left running
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"still running 60 s after SIGINT; its stacks:\n{stderr[-6000:]}")
     assert process.returncode == 130
     assert "interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
     rows = read_rows(trial / "eval_measurements.csv")
