@@ -279,6 +279,9 @@ def test_ctrl_c_stops_cleanly(tmp_path):
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell's background job inherits SIGINT ignored (so does this test run as one): the
+        # run gets Ctrl-C's default disposition, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     trial = tmp_path / "exp" / "nadamw_external" / "mnist_pytorch" / "trial_1"
     deadline = time.time() + 120

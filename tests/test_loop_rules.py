@@ -343,6 +343,8 @@ def test_ctrl_c_swallowed_by_a_finaliser_is_raised_again_at_the_next_poll():
 
     from algoperf.trial import StopRequests
 
+    # Python's own Ctrl-C handler, even where pytest runs as a background job (SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with StopRequests() as stop:
         assert stop.requested() is False
         with pytest.raises(KeyboardInterrupt):  # what Python's own handler would do
@@ -350,3 +352,4 @@ def test_ctrl_c_swallowed_by_a_finaliser_is_raised_again_at_the_next_poll():
         with pytest.raises(KeyboardInterrupt):  # ... and again, had that one been swallowed
             stop.requested()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, previous)
