@@ -357,6 +357,10 @@ def _eval_and_log(loop: _Loop, variables: TrainVars, state: LoopState, eval_rng)
         "preemption_count": state.preemption_count,
     }
     log_start = clock.now()
+    # The hook may checkpoint: it must see this eval's end as the last eval time, or a trial
+    # resumed from that checkpoint would count the period from the previous eval and evaluate
+    # again at its first step. `_eval_point` moves it on past the logging afterwards.
+    state.last_eval_time = log_start
     loop.hooks.on_eval(row, state, variables)
     state.accumulated_logging_time += clock.now() - log_start
 

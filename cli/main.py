@@ -108,7 +108,9 @@ def command_run(args: argparse.Namespace) -> int:
     ) as error:
         _report_error("run", error)
         return 2
-    return 0 if results else 1
+    if not results:  # every trial was already complete: nothing left to do is a success
+        print("[algoperf] every trial of this run is already complete.", file=sys.stderr)
+    return 0
 
 
 def command_tune(args: argparse.Namespace) -> int:
