@@ -4,12 +4,14 @@ A checkpoint is a folder `trial_<k>/checkpoint_<global_step>/` holding the frame
 (written by the backend: `state.pt` or `state.npz`) and `loop.json` (everything else). It is
 written into a temporary folder and renamed into place, and `loop.json` is written last, so a
 folder without a readable `loop.json` is never taken for a checkpoint. Older checkpoints are
-removed after the new one is in place.
+removed after the new one is in place. A save the file system refuses (full, read-only, no
+permission) leaves no temporary folder and raises a one-line `StorageError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import pathlib
@@ -17,10 +19,15 @@ import shutil
 import tempfile
 from typing import Any
 
+from algoperf import logs
+from algoperf.errors import StorageError
 from algoperf.loop import LoopState
 
 PREFIX = "checkpoint_"
 LOOP_FILE = "loop.json"
+LOW_SPACE_BYTES = 1 << 20
+"""Free space below which a failed save is reported as a full disk: torch.save reports one as
+a RuntimeError ("basic_ios::clear: iostream error", "unexpected pos"), never as ENOSPC."""
 
 
 class CheckpointError(ValueError):
@@ -45,10 +52,18 @@ class Meta:
 
 
 def save(trial_dir: pathlib.Path, backend, variables, state: LoopState, meta: Meta) -> pathlib.Path:
-    """Write a checkpoint of the current step atomically; returns its folder."""
+    """Write a checkpoint of the current step atomically; returns its folder.
+
+    Raises:
+      StorageError: the file system refused; no temporary folder is left behind.
+    """
     final = trial_dir / f"{PREFIX}{state.global_step}"
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=trial_dir, prefix=".checkpoint_tmp_"))
     try:
+        tmp = pathlib.Path(tempfile.mkdtemp(dir=trial_dir, prefix=".checkpoint_tmp_"))
+    except OSError as error:
+        raise logs.storage_error(error, final, "writing checkpoint") from None
+    try:
+        os.chmod(tmp, logs.dir_mode())  # mkdtemp's 0700 would hide it from others
         backend.save_state(tmp, variables)
         payload = {"loop_state": dataclasses.asdict(state), "meta": dataclasses.asdict(meta)}
         with open(tmp / LOOP_FILE, "w") as handle:
@@ -58,13 +73,33 @@ def save(trial_dir: pathlib.Path, backend, variables, state: LoopState, meta: Me
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as error:
+        full = _disk_full(error, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise StorageError(
+                f"no space left on device writing checkpoint {final}: free space, or pass "
+                "--save_checkpoints false, or choose another --experiment_dir"
+            ) from None
+        if isinstance(error, OSError) and not isinstance(error, StorageError):
+            raise logs.storage_error(error, final, "writing checkpoint") from None
         raise
     for old in trial_dir.glob(f"{PREFIX}*"):
         if old != final and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _disk_full(error: BaseException, folder: pathlib.Path) -> bool:
+    """Whether a failed save ran out of space (checked before its partial files are removed)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(error, OSError | RuntimeError):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
 
 
 def latest(trial_dir: pathlib.Path) -> pathlib.Path | None:
