@@ -74,7 +74,9 @@ def add_commands(subparsers) -> None:
         f"(default: {versions.DEFAULT_VERSION})",
     )
     _bool_flag(score, "self_tuning_ruleset", "score self-tuning logs (no trial-count check)")
-    _bool_flag(score, "strict", "fail on wrong workload, study or trial counts")
+    _bool_flag(
+        score, "strict", "fail on wrong workload, study or trial counts, or unreadable eval rows"
+    )
     _flag(score, "output_dir", default="scoring_results", metavar="OUT", help="output folder")
     _flag(
         score,
@@ -137,6 +139,7 @@ def command_score(args: argparse.Namespace) -> int:
         target_set = targets.load_targets(args.targets, catalog=catalog)
         logs = read.read_logs(args.submission_directory, target_set, catalog=catalog)
         problems = score.strict_problems(logs, target_set, self_tuning=args.self_tuning_ruleset)
+        problems = [*logs.unreadable_rows, *problems]
         if problems and args.strict:
             raise ValueError(f"--strict: {problems[0]} ({len(problems)} problems in all)")
         _warn([*logs.notes, *problems])
@@ -162,11 +165,17 @@ def command_score(args: argparse.Namespace) -> int:
     for submission, value in result.scores.sort_values(ascending=False, kind="stable").items():
         print(f"{submission:40} {value:.4f}")
     print(f"wrote {len(written)} files to {args.output_dir}")
+    if logs.unreadable_rows:
+        print(
+            f"{len(logs.unreadable_rows)} unreadable eval rows skipped (see the warnings; "
+            "--strict refuses them)"
+        )
     return 0
 
 
 def command_check_logs(args: argparse.Namespace) -> int:
-    """Runs `algoperf check-logs`; 0 if no violation, 1 if any, 2 on bad input."""
+    """Runs `algoperf check-logs`; 0 if no violation (warnings allowed), 1 if any, 2 on bad
+    input."""
     from algoperf.scoring import check_logs
     from algoperf.search_space import load_search_space
     from cli.catalog import workload_catalog
@@ -184,14 +193,19 @@ def command_check_logs(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         return _error("check-logs", error)
     violations = [violation for trial in reports for violation in trial.violations]
+    warnings = [warning for trial in reports for warning in trial.warnings]
     for violation in violations:
         print(violation)
+    for warning in warnings:
+        print(f"warning: {warning}")
     unchecked = sum(not trial.hparams_checked for trial in reports)
     note = (
         f" (hparams not checked in {unchecked}: no search space found; pass --search_space)"
         if unchecked
         else ""
     )
+    if warnings:
+        note = f", {len(warnings)} warnings{note}"
     if violations:
         failing = sum(bool(trial.violations) for trial in reports)
         print(f"{len(reports)} trials checked, {len(violations)} violations in {failing}{note}")

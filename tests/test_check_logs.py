@@ -145,6 +145,7 @@ def test_row_past_the_budget(clean_trial):
     extra = dict(rows[-1])
     extra["score"] = extra["accumulated_submission_time"] = BUDGET.max_allowed_runtime_sec + 1
     extra["total_duration"] += 10 * BUDGET.max_allowed_runtime_sec  # far apart: period is fine
+    extra["global_step"] += 100  # a later step (the same step twice is a violation of its own)
     rows.append(extra)
     write_rows(clean_trial, rows)
     assert rules(clean_trial) == ["budget"]
@@ -196,3 +197,72 @@ def test_folder_name_fallback_and_bad_input(tmp_path, capsys):
     empty.mkdir()
     assert run_cli(empty) == 2
     assert "nothing to check" in capsys.readouterr().err
+
+
+def test_global_step_backwards_or_repeated(clean_trial, capsys):
+    rows = clean_rows(5)  # steps 1, 101, 201, 301, 401
+    rows[2]["global_step"] = 51  # backwards after 101
+    rows[4]["global_step"] = 301  # the step of eval 4 again
+    write_rows(clean_trial, rows)
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
+    assert [(v.rule, v.detail) for v in report.violations] == [
+        ("global_step", "eval 3 has global_step 51, below 101 of eval 2 (the step went backwards)"),
+        ("global_step", "eval 5 logs global_step 301 again (eval 4 logged it)"),
+    ]
+    assert run_cli(clean_trial.parents[2]) == 1
+    assert "global_step: eval 5 logs global_step 301 again" in capsys.readouterr().out
+
+
+def test_unreadable_csv_is_named_by_line(clean_trial):
+    path = clean_trial / "eval_measurements.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[lines[0].split(",").index("score")] = "xx"
+    lines[2] = ",".join(cells)
+    lines[3] += ",extra"
+    path.write_text("\n".join(lines) + "\n")
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
+    csv_details = [v.detail for v in report.violations if v.rule == "csv"]
+    assert csv_details == [
+        "eval_measurements.csv line 4: 8 fields, the header has 7; row skipped",
+        "eval_measurements.csv line 3: score is 'xx', not a number; row skipped",
+    ]
+    path.write_bytes(b"score,global_step\n1,\xff\n")
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
+    assert [v.rule for v in report.violations][0] == "csv"
+    assert "eval_measurements.csv line 2: not UTF-8 text" in report.violations[0].detail
+
+
+def test_crlf_and_lf_logs_check_alike(clean_trial):
+    path = clean_trial / "eval_measurements.csv"
+    text = path.read_bytes().replace(b"\r\n", b"\n")
+    path.write_bytes(text)
+    assert rules(clean_trial) == []
+    path.write_bytes(text.replace(b"\n", b"\r\n"))
+    assert rules(clean_trial) == []
+
+
+def test_fallback_data_is_a_warning_naming_the_trial(clean_trial, capsys):
+    meta = {
+        "benchmark_version": VERSION,
+        "workload.data_source": "fallback sample (4000 train images): no dataset in /nope",
+        "workload.data_num_train_examples": 4000,
+    }
+    (clean_trial / "meta_data_0.json").write_text(json.dumps(meta))
+    report = check_logs.check_trial(clean_trial, catalog=CATALOG)
+    assert report.violations == []
+    assert [(w.path, w.rule) for w in report.warnings] == [(str(clean_trial), "data")]
+    assert "meta_data_0.json: trained on fallback sample" in report.warnings[0].detail
+    assert run_cli(clean_trial.parents[2]) == 0  # a warning, not a timing violation
+    out = capsys.readouterr().out
+    assert f"warning: {clean_trial}: data: meta_data_0.json: trained on fallback" in out
+    assert out.strip().endswith("1 trials checked, no violations, 1 warnings")
+    # A full source with another train count (a resumed start on other data) is flagged too.
+    meta["workload.data_source"] = "full"
+    (clean_trial / "meta_data_1.json").write_text(json.dumps(meta))
+    (clean_trial / "meta_data_0.json").write_text(json.dumps({"benchmark_version": VERSION}))
+    details = [w.detail for w in check_logs.check_trial(clean_trial, catalog=CATALOG).warnings]
+    assert details == [
+        f"meta_data_1.json: trained on 4000 training examples, not the workload's "
+        f"{SPEC.num_train_examples}; its times are not comparable"
+    ]

@@ -476,3 +476,69 @@ def test_targets_files(tmp_path):
         targets.load_targets(short, catalog=CATALOG)
     with pytest.raises(FileNotFoundError, match="neither a benchmark version"):
         targets.load_targets(tmp_path / "nope.json", catalog=CATALOG)
+
+
+def write_csv_text(folder, text: str) -> None:
+    (folder / "eval_measurements.csv").write_bytes(text.encode())
+
+
+def test_unreadable_rows_are_named_counted_and_strict_refuses_them(tmp_path, capsys):
+    """A row whose value is `xx` was silently NaN; one whose score is `xx` met the target at
+    time NaN; a row with an extra field made pandas fail without naming the file."""
+    metric = f"validation/{workloads.get_spec(LOW).target_metric_name}"
+    g, b = good(LOW), bad(LOW)
+    folder = write_trial(tmp_path, "s", "st", LOW, "trial_1", [(1, 1)])
+    header = f"accumulated_submission_time,global_step,score,{metric}\n"
+    write_csv_text(
+        folder, header + f"10,1,10,{b}\n20,2,xx,{g}\n30,3,30,xx\n40,4,40,{g},9\n50,5,50,{g}\n"
+    )
+    target_set = targets.load_targets("v0.6", catalog=CATALOG)
+    logs = read.read_logs(tmp_path, target_set, catalog=CATALOG)
+    path = folder / "eval_measurements.csv"
+    assert logs.unreadable_rows == (
+        f"{path} line 5: 5 fields, the header has 4; row skipped",
+        f"{path} line 3: score is 'xx', not a number; row skipped",
+        f"{path} line 4: {metric} is 'xx', not a number; row skipped",
+    )
+    times = score.trial_times(logs, target_set)
+    assert times["time"].tolist() == [50.0] and times["eval_index"].tolist() == [4]
+    parser = make_parser()
+    args = ["score", "--submission_directory", str(tmp_path), "--targets", "v0.6"]
+    out = tmp_path / "out"
+    loose = parser.parse_args([*args, "--plots", "false", "--output_dir", str(out)])
+    assert loose.func(loose) == 0
+    captured = capsys.readouterr()
+    assert f"algoperf score: warning: {path} line 3: score is 'xx'" in captured.err
+    assert "3 unreadable eval rows skipped" in captured.out
+    assert "3 unreadable eval rows were skipped" in (out / "summary.md").read_text()
+    strict = parser.parse_args([*args, "--strict", "--output_dir", str(out)])
+    assert strict.func(strict) == 2
+    assert f"--strict: {path} line 5: 5 fields" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_text_is_refused_by_name(tmp_path, capsys):
+    metric = f"validation/{workloads.get_spec(LOW).target_metric_name}"
+    folder = write_trial(tmp_path, "s", "st", LOW, "trial_1", [(1, 1)])
+    path = folder / "eval_measurements.csv"
+    path.write_bytes(f"score,{metric}\n1,0.5\n2,\xff\n".encode("latin-1"))
+    target_set = targets.load_targets("v0.6", catalog=CATALOG)
+    with pytest.raises(ValueError, match=rf"{path} line 3: not UTF-8 text"):
+        read.read_logs(tmp_path, target_set, catalog=CATALOG)
+    args = make_parser().parse_args(
+        ["score", "--submission_directory", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+    )
+    assert args.func(args) == 2
+    assert str(path) in capsys.readouterr().err
+
+
+def test_crlf_and_lf_files_read_alike(tmp_path):
+    metric = f"validation/{workloads.get_spec(LOW).target_metric_name}"
+    text = f"score,global_step,{metric}\n1.5,1,0.5\n2.5,2,nan\n3.5,3,\n"
+    lf, crlf = tmp_path / "lf.csv", tmp_path / "crlf.csv"
+    lf.write_bytes(text.encode())
+    crlf.write_bytes(text.replace("\n", "\r\n").encode())
+    target = targets.load_targets("v0.6", catalog=CATALOG).target_of(LOW)
+    (ours, problems), (theirs, _) = read.read_eval_csv(lf, target), read.read_eval_csv(crlf, target)
+    assert problems == [] and ours["score"].tolist() == [1.5, 2.5, 3.5]
+    pd.testing.assert_frame_equal(ours, theirs)
+    pd.testing.assert_frame_equal(pd.read_csv(lf), pd.read_csv(crlf))  # upstream-style readers

@@ -4,10 +4,15 @@ A trial is any folder (at any depth) holding `eval_measurements.csv`. Its worklo
 version and ruleset come from `flags_0.json` / `meta_data_0.json`, else from the folder name
 `<workload>_<framework>` with the default version. Rules (`rule` in each violation):
 
+- `csv`: the CSV can be read: UTF-8 text, every row with the header's number of fields and a
+  number (or `nan`/empty) in each column the rules read. An unreadable row is named by line
+  and left out of the other rules.
 - `columns`: the CSV has the columns the other rules read.
 - `workload`: the workload and version are known to the registry (the `WorkloadCatalog` the
   command layer passes in).
 - `score_monotone`: `score` (submission time) never decreases from one eval to the next.
+- `global_step`: the step grows from one eval to the next: it never goes backwards and no step
+  is logged twice (a resumed trial drops the rows past its checkpoint before logging again).
 - `eval_period`: consecutive evals are at least the workload's eval period apart. The runner
   starts an eval once `eval_period` s of wall time have passed since the previous eval *and its
   logging* ended (docs/rules.md, "Eval eligibility"). Between the ends of evals k and k+1 the
@@ -27,6 +32,13 @@ version and ruleset come from `flags_0.json` / `meta_data_0.json`, else from the
 - `hparams`: external tuning: `hparams.json` lies in the search space (--search_space, else the
   flags' tuning_search_space, else `tuning_search_space.json` beside the submission);
   self-tuning: there is no `hparams.json`.
+
+Warnings (reported, but not violations: the exit status stays 0):
+
+- `data`: a `meta_data_<p>.json` records that the trial trained on other data than the
+  workload's dataset: `workload.data_source` is not "full" (e.g. MNIST's offline fallback
+  sample), or `workload.data_num_train_examples` differs from the workload's
+  num_train_examples (docs/data.md, "Data source"). Its times are not comparable.
 """
 
 from __future__ import annotations
@@ -41,7 +53,7 @@ import pandas as pd
 
 from algoperf import logs, versions
 from algoperf.scoring.catalog import WorkloadCatalog
-from algoperf.scoring.read import TIME_COLUMNS, WORKLOAD_DIR
+from algoperf.scoring.read import TIME_COLUMNS, WORKLOAD_DIR, numeric_columns, read_table
 from algoperf.search_space import SearchSpace, load_search_space, point_in_space
 from algoperf.workload_spec import WorkloadSpec
 
@@ -75,6 +87,8 @@ class TrialContext:
     flags: dict[str, Any]
     complete: dict[str, Any] | None
     """The content of trial_complete.json (None if absent)."""
+    metas: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """File name -> content of every meta_data_<p>.json (one per start of the trial)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +97,8 @@ class TrialReport:
     violations: list[Violation]
     hparams_checked: bool
     """False when no search space was found for an external-tuning trial."""
+    warnings: list[Violation] = dataclasses.field(default_factory=list)
+    """What does not break a timing rule but makes the trial's times incomparable."""
 
 
 def find_trials(directory: str | pathlib.Path) -> list[pathlib.Path]:
@@ -142,7 +158,16 @@ def trial_context(
         self_tuning=flags.get("tuning_ruleset") == "self",
         flags=flags,
         complete=_read_json(trial_dir / logs.COMPLETE_FILE),
+        metas={
+            path.name: _read_json(path) or {}
+            for path in sorted(trial_dir.glob("meta_data_*.json"), key=_preemption)
+        },
     )
+
+
+def _preemption(path: pathlib.Path) -> int:
+    suffix = path.stem.rsplit("_", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
 
 
 def check_score_monotone(scores: pd.Series) -> list[str]:
@@ -153,6 +178,43 @@ def check_score_monotone(scores: pd.Series) -> list[str]:
         for k in range(len(values) - 1)
         if values[k + 1] < values[k]
     ]
+
+
+def check_global_step(steps: pd.Series) -> list[str]:
+    """The global step grows from eval to eval: never backwards, never logged twice."""
+    problems, seen = [], {}
+    previous = None  # (eval number, step) of the last readable row
+    for number, step in enumerate(steps.to_numpy(float), start=1):
+        if math.isnan(step):
+            continue
+        if previous is not None and step < previous[1]:
+            problems.append(
+                f"eval {number} has global_step {step:g}, below {previous[1]:g} of eval "
+                f"{previous[0]} (the step went backwards)"
+            )
+        elif step in seen:
+            problems.append(
+                f"eval {number} logs global_step {step:g} again (eval {seen[step]} logged it)"
+            )
+        seen.setdefault(step, number)
+        previous = (number, step)
+    return problems
+
+
+def check_data(metas: dict[str, dict[str, Any]], spec: WorkloadSpec) -> list[str]:
+    """The trial trained on the workload's own dataset (module docstring, `data`)."""
+    problems = []
+    for name, meta in metas.items():
+        source = meta.get("workload.data_source")
+        count = meta.get("workload.data_num_train_examples")
+        if source not in (None, "full"):
+            problems.append(f"{name}: trained on {source}; its times are not comparable")
+        elif count is not None and count != spec.num_train_examples:
+            problems.append(
+                f"{name}: trained on {count} training examples, not the workload's "
+                f"{spec.num_train_examples}; its times are not comparable"
+            )
+    return problems
 
 
 def check_eval_period(
@@ -258,6 +320,8 @@ def _row_rules(rows: pd.DataFrame, context: TrialContext, tolerance_s: float) ->
         factor = versions.get_version(context.version).self_tuning_budget_factor
         budget_s = budget.max_allowed_runtime_sec * (factor if context.self_tuning else 1.0)
         found += [("score_monotone", d) for d in check_score_monotone(scores)]
+        if "global_step" in rows.columns:
+            found += [("global_step", d) for d in check_global_step(rows["global_step"])]
         found += [("budget", d) for d in check_budget(scores, budget_s)]
         if context.complete is not None and metric in rows.columns:
             values = pd.to_numeric(rows[metric], errors="coerce")
@@ -311,14 +375,27 @@ def check_trial(
         context = trial_context(trial_dir, catalog=catalog, version=version)
     except ValueError as error:
         return TrialReport(where, [Violation(where, "workload", str(error))], True)
-    try:
-        rows = pd.read_csv(trial_dir / logs.EVAL_FILE)
-    except pd.errors.EmptyDataError:
-        rows = pd.DataFrame()
-    found = _row_rules(rows, context, tolerance_s)
+    rows, unreadable = read_rows(trial_dir, context)
+    found = [("csv", d) for d in unreadable] + _row_rules(rows, context, tolerance_s)
     hparams_problems, checked = check_hparams(trial_dir, context, search_space)
     found += [("hparams", d) for d in hparams_problems]
-    return TrialReport(where, [Violation(where, rule, d) for rule, d in found], checked)
+    warnings = [Violation(where, "data", d) for d in check_data(context.metas, context.spec)]
+    return TrialReport(where, [Violation(where, rule, d) for rule, d in found], checked, warnings)
+
+
+def read_rows(trial_dir: pathlib.Path, context: TrialContext) -> tuple[pd.DataFrame, list[str]]:
+    """The eval rows, the columns the rules read as numbers, and what could not be read (an
+    unreadable file gives no rows; an unreadable row is NaN)."""
+    try:
+        table, problems = read_table(trial_dir / logs.EVAL_FILE, label=logs.EVAL_FILE)
+    except ValueError as error:
+        return pd.DataFrame(), [str(error)]
+    metric = f"validation/{context.spec.target_metric_name}"
+    wanted = [*TIME_COLUMNS, *DURATION_COLUMNS, "global_step", metric]
+    numbers, unreadable = numeric_columns(
+        table, [c for c in wanted if c in table.columns], logs.EVAL_FILE
+    )
+    return numbers.reset_index(drop=True), problems + unreadable
 
 
 def check_logs(

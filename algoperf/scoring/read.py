@@ -5,11 +5,16 @@ Layout: `<DIR>/<submission>/<study>/<workload>_<jax|pytorch>/trial_<k>/eval_meas
 A `<submission>-YYYY-MM-DD-HH-MM-SS` folder is merged into `<submission>` (same-named studies
 pooled). Files, stray folders and folders of workloads the targets do not score are ignored; a
 trial folder without `eval_measurements.csv` (a crashed run) is skipped, not counted as ∞.
+A row that cannot be read (a cell that is not a number, the wrong number of fields) is skipped
+with a warning naming the file and line (`Logs.unreadable_rows`; `--strict` refuses them); a file
+that is not UTF-8 text is refused, by name.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import pathlib
 import re
 
@@ -27,6 +32,8 @@ TIME_COLUMNS = ("score", "accumulated_submission_time")
 TRIAL_COLUMNS = ["submission", "study", "workload", "framework", "trial", "path", "scored"]
 EVAL_COLUMNS = ["submission", "study", "workload", "trial", "eval_index", "score", "value"]
 LAYOUT = "<DIR>/<submission>/<study>/<workload>_<jax|pytorch>/trial_<k>/eval_measurements.csv"
+MISSING_CELLS = frozenset({"", "nan", "-nan", "na", "n/a", "null", "none"})
+"""Cells that hold no number (the logger writes `nan` and empty cells): NaN, no warning."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +49,9 @@ class Logs:
     0-based row number, `value` the validation metric (NaN where missing)."""
     notes: tuple[str, ...] = ()
     """What was ignored, one line each (the CLI prints them as warnings)."""
+    unreadable_rows: tuple[str, ...] = ()
+    """Eval rows skipped because they cannot be read, one line each naming the file and line
+    (a skipped row never reaches the target). Warnings; --strict refuses them."""
 
     @property
     def submissions(self) -> list[str]:
@@ -76,36 +86,104 @@ def submission_folders(directory: str | pathlib.Path) -> dict[str, list[pathlib.
     }
 
 
-def read_eval_csv(path: str | pathlib.Path, target: Target) -> pd.DataFrame:
-    """The eval rows of one trial: `eval_index`, `score` and `value` (the validation metric).
+def read_table(
+    path: str | pathlib.Path, *, label: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """A CSV's cells as strings, indexed by their line in the file, and its unreadable rows.
+
+    Lines may end in `\\n` or `\\r\\n`; blank lines are skipped. A row with another number of
+    fields than the header keeps its place with empty cells, and is reported. Messages name the
+    file as `label` (default: its path).
 
     Raises:
-        ValueError: The file is empty or lacks a time or `validation/<metric>` column.
+        ValueError: The file is empty, not UTF-8 text, or not CSV; the message names it.
+    """
+    data = pathlib.Path(path).read_bytes()
+    path = label or path
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path} line {line}: not UTF-8 text ({error.reason} at byte {error.start}); is it "
+            "an eval_measurements.csv? repair or delete the file"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, lines, problems = [], [], []
+    try:
+        header = next((fields for fields in reader if fields), None)
+        if header is None:
+            raise ValueError(f"{path}: empty file with no header; delete or rerun this trial")
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                problems.append(
+                    f"{path} line {reader.line_num}: {len(fields)} fields, the header has "
+                    f"{len(header)}; row skipped"
+                )
+                fields = [""] * len(header)
+            rows.append(fields)
+            lines.append(reader.line_num)
+    except csv.Error as error:
+        raise ValueError(f"{path} line {reader.line_num}: not CSV ({error})") from None
+    return pd.DataFrame(rows, columns=header, index=lines, dtype=object), problems
+
+
+def numeric_columns(
+    table: pd.DataFrame, columns: list[str], path: str | pathlib.Path
+) -> tuple[pd.DataFrame, list[str]]:
+    """`columns` of a `read_table` table as floats, and the rows with a cell that is not a
+    number (`MISSING_CELLS` are NaN, silently). Such a row becomes NaN in every column, so it
+    is skipped (it never meets a target), and is reported by line."""
+    numbers, bad = {}, {}
+    for column in columns:
+        cells = table[column].astype(str).str.strip()
+        values = pd.to_numeric(cells.where(~cells.str.lower().isin(MISSING_CELLS)), errors="coerce")
+        unreadable = values.isna() & ~cells.str.lower().isin(MISSING_CELLS)
+        for line, cell in cells[unreadable].items():
+            bad.setdefault(line, []).append(f"{column} is {cell!r}")
+        numbers[column] = values.astype(float)
+    frame = pd.DataFrame(numbers, index=table.index, columns=columns)
+    frame.loc[list(bad)] = float("nan")
+    problems = [
+        f"{path} line {line}: {', '.join(cells)}, not a number; row skipped"
+        for line, cells in sorted(bad.items())
+    ]
+    return frame, problems
+
+
+def read_eval_csv(path: str | pathlib.Path, target: Target) -> tuple[pd.DataFrame, list[str]]:
+    """The eval rows of one trial: `eval_index`, `score` and `value` (the validation metric),
+    and the rows skipped as unreadable (one line each, naming the file and line).
+
+    Raises:
+        ValueError: The file is empty, not UTF-8 CSV, or lacks a time or
+            `validation/<metric>` column.
     """
     path = pathlib.Path(path)
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: empty file with no header; delete or rerun this trial") from None
-    time_column = next((c for c in TIME_COLUMNS if c in frame.columns), None)
+    table, problems = read_table(path)
+    time_column = next((c for c in TIME_COLUMNS if c in table.columns), None)
     metric_column = f"validation/{target.metric}"
     if time_column is None:
         raise ValueError(
             f"{path}: no 'score' or 'accumulated_submission_time' column; is it an AlgoPerf "
             "eval_measurements.csv?"
         )
-    if metric_column not in frame.columns:
+    if metric_column not in table.columns:
         raise ValueError(
             f"{path}: no {metric_column!r} column; the targets expect metric {target.metric!r} "
             "for this workload (wrong --targets?)"
         )
-    return pd.DataFrame(
+    numbers, unreadable = numeric_columns(table, [time_column, metric_column], path)
+    frame = pd.DataFrame(
         {
-            "eval_index": range(len(frame)),
-            "score": pd.to_numeric(frame[time_column], errors="coerce").to_numpy(float),
-            "value": pd.to_numeric(frame[metric_column], errors="coerce").to_numpy(float),
+            "eval_index": range(len(numbers)),
+            "score": numbers[time_column].to_numpy(float),
+            "value": numbers[metric_column].to_numpy(float),
         }
     )
+    return frame, problems + unreadable
 
 
 def _trial_folders(workload_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -174,8 +252,8 @@ def read_logs(
     Raises:
         FileNotFoundError: `directory` does not exist.
         ValueError: It is empty, no trial of a scored workload is readable (the message lists
-            the workloads found), a CSV lacks a needed column, or a workload has trials in
-            both frameworks.
+            the workloads found), a CSV is not UTF-8 CSV or lacks a needed column, or a
+            workload has trials in both frameworks.
     """
     root = pathlib.Path(directory)
     folders = submission_folders(root)
@@ -195,9 +273,10 @@ def read_logs(
             f"{root}{hint}; expected {LAYOUT}, or pass other --targets"
         )
     _check_one_framework(scored)
-    frames = []
+    frames, unreadable = [], []
     for row in scored.itertuples(index=False):
-        rows = read_eval_csv(row.path, targets.target_of(row.workload))
+        rows, problems = read_eval_csv(row.path, targets.target_of(row.workload))
+        unreadable += problems
         frames.append(
             rows.assign(
                 submission=row.submission, study=row.study, workload=row.workload, trial=row.trial
@@ -206,4 +285,9 @@ def read_logs(
     evals = pd.concat(frames, ignore_index=True)[EVAL_COLUMNS]
     unscored = sorted(set(folders) - set(scored["submission"]))
     notes += [f"submission {name!r} has no readable scored trial; not scored" for name in unscored]
-    return Logs(trials=trials.reset_index(drop=True), evals=evals, notes=tuple(notes))
+    return Logs(
+        trials=trials.reset_index(drop=True),
+        evals=evals,
+        notes=tuple(notes),
+        unreadable_rows=tuple(unreadable),
+    )

@@ -84,8 +84,11 @@ def _seconds(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def summary_markdown(result: ScoreResult, targets: TargetSet, *, self_tuning: bool) -> str:
-    """Scores and per-workload median times to target, as Markdown."""
+def summary_markdown(
+    result: ScoreResult, targets: TargetSet, *, self_tuning: bool, unreadable_rows: int = 0
+) -> str:
+    """Scores and per-workload median times to target, as Markdown (and the count of eval rows
+    skipped as unreadable, if any)."""
     ruleset = "self-tuning" if self_tuning else "external tuning"
     lines = [
         f"# AlgoPerf scores (targets {targets.label}, {ruleset})",
@@ -105,6 +108,12 @@ def summary_markdown(result: ScoreResult, targets: TargetSet, *, self_tuning: bo
     if targets.held_out:
         pairs = ", ".join(f"{v} → {b}" for v, b in targets.held_out.items())
         lines += ["", f"Held-out variants gate their base workloads: {pairs}."]
+    if unreadable_rows:
+        lines += [
+            "",
+            f"**{unreadable_rows} unreadable eval rows were skipped** (they never reach a "
+            "target); `algoperf score` names each file and line, and `--strict` refuses them.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +170,9 @@ def write_report(
                 plot_curves(logs, targets, workload, path)
                 written.append(path)
     path = output_dir / "summary.md"
-    path.write_text(summary_markdown(result, targets, self_tuning=self_tuning))
+    summary = summary_markdown(
+        result, targets, self_tuning=self_tuning, unreadable_rows=len(logs.unreadable_rows)
+    )
+    path.write_text(summary)
     written.append(path)
     return written
