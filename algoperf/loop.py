@@ -15,8 +15,15 @@ from typing import Any
 
 from algoperf import spec
 from algoperf.clock import Clock
+from algoperf.errors import StorageError
 from algoperf.schedule import EvalSchedule
-from algoperf.submission import Submission
+from algoperf.submission import (
+    Submission,
+    call_guarded,
+    raised_in,
+    unpack_update_result,
+    wrong_result,
+)
 
 
 @dataclasses.dataclass
@@ -38,6 +45,8 @@ class LoopState:
     eval_results: list = dataclasses.field(default_factory=list)
     eval_submission_times: list = dataclasses.field(default_factory=list)
     """The submission time of each eval, parallel to eval_results."""
+    eval_rows: list = dataclasses.field(default_factory=list)
+    """Each eval's logged row (a resume rebuilds a lost eval_measurements.csv from them)."""
     preemption_count: int = 0
     preempted: bool = False
     """The loop stopped on a stop request (SIGTERM/SIGUSR1) after saving a checkpoint."""
@@ -222,18 +231,25 @@ def _run_steps(loop: _Loop, variables: TrainVars, input_queue, rng, state: LoopS
             rng_start, rng_rows = backend.step_rng_block(rng, state.global_step)
             offset = state.global_step - rng_start
         rngs = rng_rows[offset]
-        batch = data_selection(
-            workload,
-            input_queue,
-            variables.optimizer_state,
-            variables.params,
-            variables.model_state,
-            hyperparameters,
-            state.global_step,
-            rngs[0],
-        )
+        # The submission's calls sit in try blocks, which cost nothing unless something raises
+        # (Python 3.11); what they raise becomes SubmissionFailed (docs/rules.md "Exit status").
         try:
-            variables.optimizer_state, variables.params, variables.model_state = update_params(
+            batch = data_selection(
+                workload,
+                input_queue,
+                variables.optimizer_state,
+                variables.params,
+                variables.model_state,
+                hyperparameters,
+                state.global_step,
+                rngs[0],
+            )
+        except StorageError:
+            raise
+        except Exception as error:
+            raise raised_in("data_selection", error, state.global_step) from error
+        try:
+            result = update_params(
                 workload,
                 variables.params,
                 params_types,
@@ -248,6 +264,16 @@ def _run_steps(loop: _Loop, variables: TrainVars, input_queue, rng, state: LoopS
             )
         except spec.TrainingCompleteError:
             state.training_complete = True
+        except StorageError:
+            raise
+        except Exception as error:
+            raise raised_in("update_params", error, state.global_step) from error
+        else:
+            # Unpacked without a check first; only a failed unpack looks at what came back.
+            try:
+                variables.optimizer_state, variables.params, variables.model_state = result
+            except (TypeError, ValueError):
+                raise wrong_result("update_params", result, state.global_step) from None
         state.global_step += 1
         if max_steps is not None and state.global_step >= max_steps:
             state.training_complete = True
@@ -312,8 +338,10 @@ def _prepare_for_eval(loop: _Loop, variables: TrainVars, state: LoopState, rng) 
     prepare = loop.submission.prepare_for_eval
     if prepare is None:
         return
-    workload = loop.workload
-    variables.optimizer_state, variables.params, variables.model_state = prepare(
+    workload, step = loop.workload, state.global_step
+    result = call_guarded(
+        "prepare_for_eval",
+        prepare,
         workload,
         variables.params,
         workload.model_params_types,
@@ -322,8 +350,12 @@ def _prepare_for_eval(loop: _Loop, variables: TrainVars, state: LoopState, rng) 
         workload.loss_type,
         variables.optimizer_state,
         state.eval_results,
-        state.global_step,
+        step,
         rng,
+        step=step,
+    )
+    variables.optimizer_state, variables.params, variables.model_state = unpack_update_result(
+        "prepare_for_eval", result, step
     )
 
 
@@ -356,6 +388,7 @@ def _eval_and_log(loop: _Loop, variables: TrainVars, state: LoopState, eval_rng)
         "global_step": state.global_step,
         "preemption_count": state.preemption_count,
     }
+    state.eval_rows.append(row)
     log_start = clock.now()
     # The hook may checkpoint: it must see this eval's end as the last eval time, or a trial
     # resumed from that checkpoint would count the period from the previous eval and evaluate

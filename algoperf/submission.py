@@ -1,4 +1,5 @@
-"""Load a submission from a file path and check it, with one-line errors that name the fix."""
+"""Load a submission from a file path and check it, with one-line errors that name the fix; turn
+what its functions raise or return wrongly at run time into `SubmissionFailed`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+import numpy as np
+
+from algoperf.errors import StorageError, SubmissionFailed
+
 # name -> number of positional parameters upstream passes (docs/rules.md, "Submission API").
 REQUIRED = {
     "get_batch_size": 1,
@@ -20,6 +25,8 @@ REQUIRED = {
     "data_selection": 8,
 }
 OPTIONAL = {"prepare_for_eval": 10, "get_eval_batch_size": 1}
+# What update_params and prepare_for_eval return (docs/rules.md, "Submission API").
+UPDATE_RESULT = "(optimizer_state, params, model_state)"
 
 
 class SubmissionError(ValueError):
@@ -118,3 +125,75 @@ def _signature(function) -> str:
         return f"{getattr(function, '__name__', 'it')}{inspect.signature(function)}"
     except (TypeError, ValueError):
         return repr(function)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run-time failures (docs/rules.md, "Exit status")
+
+
+def _at(step: int | None) -> str:
+    return "" if step is None else f" at step {step}"
+
+
+def raised_in(function: str, error: BaseException, step: int | None = None) -> SubmissionFailed:
+    """The `SubmissionFailed` for an exception the submission's `function` raised; the caller
+    raises it `from error`, so the submission's traceback stays attached."""
+    return SubmissionFailed(
+        f"{function} raised {type(error).__name__}{_at(step)}: {error}",
+        function=function,
+        step=step,
+    )
+
+
+def wrong_result(function: str, value, step: int | None) -> SubmissionFailed:
+    """The `SubmissionFailed` for an update_params/prepare_for_eval result that is not a triple."""
+    return SubmissionFailed(
+        f"{function} must return {UPDATE_RESULT}; it returned {_describe(value)}{_at(step)}",
+        function=function,
+        step=step,
+    )
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, tuple | list):
+        return f"a {type(value).__name__} of {len(value)} values"
+    return f"a value of type {type(value).__name__}"
+
+
+def call_guarded(function_name: str, function: Callable, *args, step: int | None = None):
+    """`function(*args)`, with what it raises turned into `SubmissionFailed` (for the untimed
+    calls; the loop's per-step calls catch inline). A `StorageError` (a file the data pipeline
+    could not read) passes unchanged: it is not the submission's fault."""
+    try:
+        return function(*args)
+    except StorageError:
+        raise
+    except Exception as error:
+        raise raised_in(function_name, error, step) from error
+
+
+def unpack_update_result(function: str, value, step: int | None) -> tuple:
+    """`value` as the triple update_params/prepare_for_eval return, or `SubmissionFailed`."""
+    try:
+        optimizer_state, params, model_state = value
+    except (TypeError, ValueError):
+        raise wrong_result(function, value, step) from None
+    return optimizer_state, params, model_state
+
+
+def check_batch_size(function_name: str, value) -> int:
+    """A batch size the submission's `function_name` returned, as an int >= 1.
+
+    Python and numpy integers and integral floats (64.0) are accepted; bool, 0, negative and
+    fractional values raise `SubmissionFailed` (a fraction would otherwise be cut silently).
+    """
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        value = int(value)
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 1:
+        raise SubmissionFailed(
+            f"{function_name} must return a positive integer batch size; it returned {value!r}",
+            function=function_name,
+        )
+    return int(value)
