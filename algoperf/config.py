@@ -166,9 +166,29 @@ class RunConfig:
 
     @property
     def trial_indices(self) -> range:
+        """The 0-based trials to run: [hparam_start_index, hparam_end_index) of
+        num_tuning_trials, cut at the last point of a list-form search space (it holds no more
+        trials; `search_space.sample_points` warns about the cut)."""
         start = self.hparam_start_index or 0
-        end = self.hparam_end_index or self.num_tuning_trials
+        end = min(self.hparam_end_index or self.num_tuning_trials, self.num_trials)
+        if start >= end:
+            raise ValueError(
+                f"--hparam_start_index {start} is past the last of the {self.num_trials} points "
+                "of the list-form search space; pick a smaller index."
+            )
         return range(start, end)
+
+    @property
+    def num_trials(self) -> int:
+        """num_tuning_trials, or the number of points of a list-form search space if fewer."""
+        if self.tuning_ruleset == "self":
+            return self.num_tuning_trials
+        from algoperf import search_space  # numpy: loaded only when trials are planned
+
+        space = search_space.load_search_space(self.resolved_search_space)
+        if space.is_list_form:
+            return min(self.num_tuning_trials, len(space.points))
+        return self.num_tuning_trials
 
 
 def _split_top_level(text: str) -> list[str]:
