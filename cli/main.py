@@ -11,18 +11,25 @@ import argparse
 import dataclasses
 import logging
 import os
+import pathlib
 import sys
 import time
+import traceback
 import typing
 
 from algoperf.config import RunConfig
 from algoperf.config_args import add_config_arguments
+from algoperf.errors import StorageError, SubmissionFailed
 from algoperf.studies import SweepConfig
 from cli import listing, scoring
 from launch import cli as launch_cli
 
 # How long a rank other than 0 waits before printing its error (see _report_error).
 RANK_ERROR_GRACE_SEC = 3.0
+# The user's own mistakes (flags, files): one line, exit 2 (docs/rules.md "Exit status").
+USAGE_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotImplementedError)
+# The runner's own code: leading traceback frames from here are cut from a submission's traceback.
+RUNNER_DIR = pathlib.Path(__file__).resolve().parent.parent / "algoperf"
 
 EXAMPLES = """\
 examples:
@@ -81,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from algoperf.submission import SubmissionError
     from algoperf.trial import run
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
@@ -99,15 +105,8 @@ def command_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (
-        ValueError,
-        FileExistsError,
-        FileNotFoundError,
-        NotImplementedError,
-        SubmissionError,
-    ) as error:
-        _report_error("run", error)
-        return 2
+    except (StorageError, SubmissionFailed, *USAGE_ERRORS) as error:
+        return _report_failure("run", error)
     if not results:  # every trial was already complete: nothing left to do is a success
         print("[algoperf] every trial of this run is already complete.", file=sys.stderr)
     return 0
@@ -139,9 +138,8 @@ def command_tune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (ValueError, FileExistsError, FileNotFoundError, NotImplementedError) as error:
-        _report_error("tune", error)
-        return 2
+    except (StorageError, SubmissionFailed, *USAGE_ERRORS) as error:
+        return _report_failure("tune", error)
     print(
         f"[algoperf tune] {ran} trial(s) run; finished trials are skipped on a rerun.",
         file=sys.stderr,
@@ -163,8 +161,36 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-def _report_error(command: str, error: BaseException) -> None:
-    """One line on stderr; under torchrun, one line in all rather than one per rank.
+def _report_failure(command: str, error: Exception) -> int:
+    """Report an error of `run`/`tune` and return the exit status (docs/rules.md "Exit status").
+
+    A usage error is one line, exit 2; a storage error one line, exit 1; a submission failure
+    is the submission's traceback, then one line naming the function and step, exit 1.
+    """
+    if isinstance(error, SubmissionFailed):
+        _report_error(command, error, details=_submission_traceback(error))
+        return 1
+    _report_error(command, error)
+    return 1 if isinstance(error, StorageError) else 2
+
+
+def _submission_traceback(failure: SubmissionFailed) -> str:
+    """The traceback of what the submission raised, from its first frame outside algoperf/
+    (the loop's and the trial's frames that called it are left out); '' when it raised nothing."""
+    cause = failure.__cause__
+    if cause is None:
+        return ""
+    frames = cause.__traceback__
+    while frames is not None and frames.tb_next is not None:
+        if not pathlib.Path(frames.tb_frame.f_code.co_filename).is_relative_to(RUNNER_DIR):
+            break
+        frames = frames.tb_next
+    return "".join(traceback.format_exception(type(cause), cause, frames))
+
+
+def _report_error(command: str, error: BaseException, details: str = "") -> None:
+    """One line on stderr (after `details`, a traceback); under torchrun, one report in all
+    rather than one per rank.
 
     Rank 0 reports at once. Another rank waits `RANK_ERROR_GRACE_SEC` first: when rank 0 failed
     too (the usual case: every rank reads the same flags and files), torchrun stops the other
@@ -173,10 +199,10 @@ def _report_error(command: str, error: BaseException) -> None:
     """
     rank = os.environ.get("RANK", "0")
     if rank == "0":
-        print(f"algoperf {command}: error: {error}", file=sys.stderr, flush=True)
+        print(f"{details}algoperf {command}: error: {error}", file=sys.stderr, flush=True)
         return
     time.sleep(RANK_ERROR_GRACE_SEC)
-    print(f"[rank {rank}] algoperf {command}: error: {error}", file=sys.stderr, flush=True)
+    print(f"{details}[rank {rank}] algoperf {command}: error: {error}", file=sys.stderr, flush=True)
 
 
 def _exit_distributed(code: int) -> None:
