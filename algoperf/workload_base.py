@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from algoperf import metrics, spec, versions
+from algoperf.data.arrays import ArraySplit
 from algoperf.data.pipeline import InputPipeline
 from algoperf.data.sharding import Shard
 from algoperf.workload_spec import WorkloadSpec
@@ -81,6 +82,31 @@ class SpecWorkload(spec.Workload):
         if data_dir not in self._datasets:
             self._datasets[data_dir] = self.pipeline.load(data_dir)
         return self._datasets[data_dir]
+
+    # --- the data actually loaded (meta_data_<p>.json records these; docs/data.md) -------------
+    @property
+    def data_source(self) -> str | None:
+        """What the pipeline loaded: "full" (the workload's dataset from the data dir), or what
+        it fell back to and why (e.g. MNIST's offline sample); None before any data is loaded."""
+        if not self._datasets:
+            return None
+        return getattr(self.pipeline, "data_source", "full")
+
+    @property
+    def data_num_train_examples(self) -> int | None:
+        """Training examples actually loaded (in-memory datasets; else None)."""
+        return self._loaded_size("train")
+
+    @property
+    def data_num_validation_examples(self) -> int | None:
+        """Validation examples actually loaded (in-memory datasets; else None)."""
+        return self._loaded_size("validation")
+
+    def _loaded_size(self, split: str) -> int | None:
+        dataset = next(reversed(self._datasets.values()), None)
+        if not isinstance(dataset, Mapping) or not isinstance(dataset.get(split), ArraySplit):
+            return None
+        return len(dataset[split])
 
     @property
     def shard(self) -> Shard:

