@@ -4,6 +4,7 @@ no temp files; logs get the modes the umask allows (docs/rules.md, "Log files").
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import stat
 import subprocess
@@ -30,7 +31,9 @@ def tmpfs(folder, *options):
     try:
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        gc.collect()  # a failed torch.save's traceback may still hold its file open
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)  # detach it anyway
 
 
 def leftovers(folder) -> list[str]:
