@@ -3,10 +3,14 @@ hyperparameter points -> one trial each. The timed loop itself is algoperf/loop.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
+import csv
 import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import pathlib
 import signal
@@ -15,14 +19,20 @@ import threading
 import time
 from typing import Any
 
-from algoperf import checkpoint, logs, loop, rng, search_space, versions
+from algoperf import checkpoint, logs, loop, rng, search_space, trial_lock, versions
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
 from algoperf.process import configure_process
 from algoperf.progress import Progress
 from algoperf.schedule import EvalSchedule
-from algoperf.submission import Submission, load_submission
+from algoperf.submission import (
+    Submission,
+    call_guarded,
+    check_batch_size,
+    load_submission,
+    raised_in,
+)
 
 log = logging.getLogger("algoperf")
 
@@ -37,13 +47,21 @@ class TrialResult:
 
 
 def global_batch_size(submission: Submission, workload_name: str, base_name: str) -> int:
-    """The submission's batch size for a workload; a variant name falls back to its base."""
+    """The submission's batch size for a workload; a variant name falls back to its base.
+
+    Raises:
+      SubmissionFailed: get_batch_size raised, or returned no positive integer.
+    """
+    get_batch_size = submission.get_batch_size
     try:
-        return int(submission.get_batch_size(workload_name))
-    except (ValueError, KeyError):
+        value = get_batch_size(workload_name)
+    except (ValueError, KeyError) as error:
         if workload_name == base_name:
-            raise
-        return int(submission.get_batch_size(base_name))
+            raise raised_in("get_batch_size", error) from error
+        value = call_guarded("get_batch_size", get_batch_size, base_name)
+    except Exception as error:
+        raise raised_in("get_batch_size", error) from error
+    return check_batch_size("get_batch_size", value)
 
 
 def check_divisible(batch_size: int, device_count: int, what: str) -> None:
@@ -55,13 +73,18 @@ def check_divisible(batch_size: int, device_count: int, what: str) -> None:
 
 
 def hyperparameter_points(config: RunConfig, run_seed: int) -> list:
-    """One point per trial (external), or [None] (self-tuning)."""
+    """One point per trial (external; a list-form space may hold fewer than num_tuning_trials),
+    or [None] (self-tuning)."""
     if config.tuning_ruleset == "self":
         return [None]
     space = search_space.load_search_space(config.resolved_search_space)
-    return search_space.sample_points(
+    points = search_space.sample_points(
         space, config.num_tuning_trials, seed=run_seed, study_index=config.study_index
     )
+    # Checked before any log folder exists: RunConfig.trial_indices ends at the last point of
+    # a list-form space and refuses a start index past it.
+    assert config.trial_indices.stop <= len(points)
+    return points
 
 
 def load_workload(config: RunConfig):
@@ -99,7 +122,12 @@ def run(config: RunConfig) -> list[TrialResult]:
     batch_size = global_batch_size(submission, config.resolved_workload, base)
     eval_batch_size = workload.eval_batch_size
     if submission.get_eval_batch_size is not None:
-        eval_batch_size = int(submission.get_eval_batch_size(config.resolved_workload))
+        eval_batch_size = check_batch_size(
+            "get_eval_batch_size",
+            call_guarded(
+                "get_eval_batch_size", submission.get_eval_batch_size, config.resolved_workload
+            ),
+        )
     check_divisible(batch_size, backend.device_count, "training")
     check_divisible(eval_batch_size, backend.device_count, "eval")
     folder = logs.workload_dir(
@@ -109,7 +137,11 @@ def run(config: RunConfig) -> list[TrialResult]:
         config.framework,
     )
     if backend.rank == 0:
-        logs.prepare_workload_dir(folder, overwrite=config.overwrite, resume=config.resume_last_run)
+        # --overwrite deletes the trial folders: refused while another run still writes one.
+        with trial_lock.all_trials_locked(folder) if config.overwrite else contextlib.nullcontext():
+            logs.prepare_workload_dir(
+                folder, overwrite=config.overwrite, resume=config.resume_last_run
+            )
     backend.barrier()
     budget_sec = workload.max_allowed_runtime_sec
     if config.tuning_ruleset == "self":
@@ -131,8 +163,38 @@ def run(config: RunConfig) -> list[TrialResult]:
             eval_batch_size=eval_batch_size,
             budget_sec=budget_sec,
         )
-        results.append(Trial(plan, backend, workload, submission).run())
+        result = Trial(plan, backend, workload, submission).run()
+        results.append(result)
+        if result.stop_reason == "preempted":
+            break  # a stop request ends the run, not only the trial it came in
     return results
+
+
+def non_finite_metrics(state: loop.LoopState) -> str | None:
+    """The first eval metric that is NaN or infinite, in words ("validation/loss is nan at step
+    201"), or None when every eval's metrics are finite."""
+    for step, results in state.eval_results:
+        for name, value in results.items():
+            if isinstance(value, int | float) and not math.isfinite(value):
+                return f"{name} is {value} at step {step}"
+    return None
+
+
+def _logged_steps(path: pathlib.Path) -> list[int]:
+    """The global_step of each row of a log CSV (a row without a readable step counts as -1)."""
+    with open(path, newline="") as handle:
+        steps = []
+        for row in csv.DictReader(handle):
+            try:
+                steps.append(int(float(row.get("global_step") or "")))
+            except ValueError:
+                steps.append(-1)
+    return steps
+
+
+def _checkpoint_step(trial_dir: pathlib.Path) -> int | None:
+    folder = checkpoint.latest(trial_dir)
+    return None if folder is None else int(folder.name[len(checkpoint.PREFIX) :])
 
 
 class CountingIterator:
@@ -151,25 +213,44 @@ class CountingIterator:
         return batch
 
 
-class StopRequests:
-    """SIGTERM/SIGUSR1 (what Slurm sends before preemption) set a flag the loop acts on; SIGINT
-    (Ctrl-C) stops the trial at once, without a checkpoint.
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended the run; `checkpoint_step` is the step a resume continues from (None: none)."""
 
-    Ctrl-C raises KeyboardInterrupt as Python's own handler does, and is also remembered: a
-    KeyboardInterrupt raised while a finaliser runs (a `__del__`, a weakref callback) is printed
-    and swallowed by Python, so the loop's per-step poll raises it again.
+    def __init__(self, trial_dir: pathlib.Path, checkpoint_step: int | None) -> None:
+        super().__init__(str(trial_dir))
+        self.trial_dir, self.checkpoint_step = trial_dir, checkpoint_step
+
+
+class StopRequests:
+    """Stop requests: SIGTERM/SIGUSR1 (what Slurm sends before preemption) and Ctrl-C.
+
+    Each sets a flag the loop polls after every step: it checkpoints and stops (a preemption).
+    Ctrl-C also arms a timer: if the loop has not taken the request within `grace_sec` (the run
+    is still loading data, compiling, evaluating, or in a long step), the timer interrupts the
+    main thread, as does a second Ctrl-C, and the run ends at once with KeyboardInterrupt.
+
+    An interrupt is also remembered: a KeyboardInterrupt raised while a finaliser runs (a
+    `__del__`, a weakref callback) is printed and swallowed by Python, so the loop's per-step
+    poll raises it again.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self) -> None:
+    def __init__(self, grace_sec: float = 5.0) -> None:
+        self.grace_sec = grace_sec
         self._flag = False
-        self._interrupted = False
+        self.interrupted = False
+        """Ctrl-C asked for the stop (the run exits 130 after its checkpoint)."""
+        self._forced = False
+        self._timer: threading.Timer | None = None
         self._previous = {}
 
     def requested(self) -> bool:
-        if self._interrupted:
+        if self._forced:
             raise KeyboardInterrupt
+        if self._flag and self._timer is not None:
+            self._timer.cancel()  # the loop takes the request: its checkpoint may take a while
+            self._timer = None
         return self._flag
 
     def _handler(self, signum, frame) -> None:
@@ -184,8 +265,25 @@ class StopRequests:
 
     def _interrupt(self, signum, frame) -> None:
         del signum, frame
-        self._interrupted = True
-        raise KeyboardInterrupt
+        if self.interrupted:  # a second Ctrl-C, or the grace timer: stop now
+            self._forced = True
+            self._disarm()
+            raise KeyboardInterrupt
+        self.interrupted = self._flag = True
+        print(
+            "\n[algoperf] Ctrl-C: checkpointing at the next step and stopping "
+            f"(Ctrl-C again, or {self.grace_sec:g} s without a step, stops at once).",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._timer = threading.Timer(self.grace_sec, _thread.interrupt_main)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -196,6 +294,7 @@ class StopRequests:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._disarm()
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
 
@@ -283,6 +382,21 @@ class Trial:
         return state, meta, folder
 
     def run(self) -> TrialResult:
+        """Run the trial holding its folder's lock (rank 0 writes; docs/rules.md "One writer
+        per trial"). Ctrl-C ends it with `Interrupted`, after a checkpoint when the loop could
+        take one in time (`StopRequests`)."""
+        lock = trial_lock.TrialLock(self.trial_dir).acquire() if self.primary else None
+        try:
+            return self._run()
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(self.trial_dir, _checkpoint_step(self.trial_dir)) from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> TrialResult:
         restore = self._restore_point()
         if restore is not None and restore[1].run_seed != self.run_seed:
             self.run_seed = restore[1].run_seed  # the step RNGs must continue the same tree
@@ -303,7 +417,10 @@ class Trial:
         )
         self._announce(trial_seed, state)
         save = functools.partial(self._save, trial_seed=trial_seed, input_queue=input_queue)
-        with StopRequests() as stop:
+        # Several ranks agree on a stop only at check steps, up to 5 s of step time apart
+        # (algoperf/schedule.py): Ctrl-C's deadline leaves them that long on top.
+        grace_sec = 5.0 if backend.world_size == 1 else 10.0
+        with StopRequests(grace_sec) as stop:
             try:
                 state = loop.train_loop(
                     self.workload,
@@ -331,6 +448,8 @@ class Trial:
                 )
             finally:
                 progress.close()
+        if state.preempted and stop.interrupted:
+            raise Interrupted(self.trial_dir, state.global_step)
         if not state.preempted and self.config.save_checkpoints:
             save(state, variables)  # the final state, as upstream (logging time, untimed)
         return self._finish(state, metrics_logger)
@@ -347,8 +466,14 @@ class Trial:
         )
         params, model_state = workload.init_model_fn(model_init_rng)
         params = self.backend.prepare_model(workload, params, compile_model=config.torch_compile)
-        optimizer_state = self.submission.init_optimizer_state(
-            workload, params, model_state, self.hyperparameters, opt_init_rng
+        optimizer_state = call_guarded(
+            "init_optimizer_state",
+            self.submission.init_optimizer_state,
+            workload,
+            params,
+            model_state,
+            self.hyperparameters,
+            opt_init_rng,
         )
         return input_queue, loop.TrainVars(params, model_state, optimizer_state)
 
@@ -426,10 +551,38 @@ class Trial:
         else:
             # Rows logged after the checkpoint was taken are replayed by the resumed run.
             logs.truncate_after_step(self.trial_dir, restored_state.global_step)
+            self._restore_eval_rows(restored_state)
             (self.trial_dir / logs.COMPLETE_FILE).unlink(missing_ok=True)
         preemption_count = restored_state.preemption_count if restored_state else 0
         self._write_setup_files(trial_seed, preemption_count)
         return logs.MetricsLogger(self.trial_dir, preemption_count)
+
+    def _restore_eval_rows(self, state: loop.LoopState) -> None:
+        """Make eval_measurements.csv hold exactly the checkpoint's evals, so the resumed run
+        appends to the full history; a file that lost rows (or was deleted) is rebuilt from the
+        rows the checkpoint keeps."""
+        path = self.trial_dir / logs.EVAL_FILE
+        expected = [int(row["global_step"]) for row in state.eval_rows]
+        if len(expected) != len(state.eval_results):
+            if path.exists() or not state.eval_results:
+                return  # a checkpoint written before rows were kept: nothing to compare with
+            raise checkpoint.CheckpointError(
+                f"{path} is missing and the checkpoint at step {state.global_step} does not "
+                "keep the rows to rebuild it; restore the file, or pass --overwrite to start "
+                "the trial over."
+            )
+        found = _logged_steps(path) if path.exists() else []
+        if found == expected:
+            return
+        path.unlink(missing_ok=True)
+        rebuilt = logs.CSVLog(path)
+        for row in state.eval_rows:
+            rebuilt.append(row)
+        print(
+            f"[algoperf] {path} {'held rows for steps ' + str(found) if found else 'was missing'}"
+            f"; rebuilt it from the checkpoint's {len(expected)} eval row(s).",
+            file=sys.stderr,
+        )
 
     def _announce(self, trial_seed: int, restored_state=None) -> None:
         if not self.primary:
@@ -481,11 +634,22 @@ class Trial:
                 "accumulated_submission_time": state.accumulated_submission_time,
                 "time_to_target": time_to_target,
             }
+            diverged = non_finite_metrics(state)
+            if diverged is not None:
+                summary["non_finite_metrics"] = diverged
             logs.write_json(self.trial_dir / logs.COMPLETE_FILE, summary)
             last = state.eval_results[-1][1] if state.eval_results else {}
             metric = f"validation/{self.workload.target_metric_name}"
+            if diverged is not None:
+                print(
+                    f"[algoperf] warning: trial {self.index + 1} diverged: {diverged} "
+                    f"(recorded in {self.trial_dir / logs.COMPLETE_FILE}; a sweep counts it "
+                    "as failed).",
+                    file=sys.stderr,
+                )
             print(
-                f"[algoperf] trial {self.index + 1} done: {reason} after "
+                f"[algoperf] trial {self.index + 1} "
+                f"{'ended (diverged)' if diverged else 'done'}: {reason} after "
                 f"{state.global_step} steps, "
                 f"{state.accumulated_submission_time:.1f}s submission time; "
                 f"{metric} {last.get(metric, float('nan')):.4f} "

@@ -99,11 +99,8 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         config = RunConfig(**values)
         results = run(config)
-    except KeyboardInterrupt:
-        print(
-            "\n[algoperf] interrupted (Ctrl-C): rows already written to the logs are complete.",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as interrupt:
+        _report_interrupt(interrupt)
         return 130
     except (StorageError, SubmissionFailed, *USAGE_ERRORS) as error:
         return _report_failure("run", error)
@@ -159,6 +156,26 @@ def main(argv: typing.Sequence[str] | None = None) -> int:
         _exit_distributed(code)
         return code
     return args.func(args)
+
+
+def _report_interrupt(interrupt: KeyboardInterrupt) -> None:
+    """Ctrl-C's last words (rank 0): where the trial stopped and how to continue it."""
+    from algoperf.trial import Interrupted
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    where = ""
+    if isinstance(interrupt, Interrupted):
+        if interrupt.checkpoint_step is None:
+            where = f" {interrupt.trial_dir} has no checkpoint yet: a rerun starts it over;"
+        else:
+            where = f" {interrupt.trial_dir} has a checkpoint at step {interrupt.checkpoint_step};"
+    print(
+        f"\n[algoperf] interrupted (Ctrl-C):{where} rows already written to the logs are "
+        "complete; continue with the same command plus --resume_last_run.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _report_failure(command: str, error: Exception) -> int:
