@@ -296,5 +296,10 @@ def test_ctrl_c_stops_cleanly(tmp_path):
         pytest.fail(f"still running 60 s after SIGINT; its stacks:\n{stderr[-6000:]}")
     assert process.returncode == 130
     assert "interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
+    # Like SIGTERM: a checkpoint at the next step, and the way to continue named.
+    assert "has a checkpoint at step" in stderr and "--resume_last_run" in stderr, stderr[-2000:]
+    (checkpoint,) = trial.glob("checkpoint_*")
+    assert (checkpoint / "loop.json").exists()
     rows = read_rows(trial / "eval_measurements.csv")
     assert rows and all(row["score"] for row in rows)
+    assert not (trial / "trial_complete.json").exists()

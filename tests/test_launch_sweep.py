@@ -273,7 +273,10 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(mnist_dir, tmp_path):
     assert result.returncode == 1, result.stderr[-3000:]
     sweep_dir = tmp_path / "exp" / "mini"
     failed = json.loads((sweep_dir / TRIAL_KEYS[0] / trial_files.FAILED_FILE).read_text())
-    assert failed["reason"].startswith("FloatingPointError: the loss is NaN (test)")
+    assert failed["reason"].startswith(
+        "algoperf run: error: update_params raised FloatingPointError at step 2: "
+        "the loss is NaN (test)"
+    ), failed["reason"]
     assert (sweep_dir / TRIAL_KEYS[1] / logs.COMPLETE_FILE).exists()
     assert "2 trials: 1 done, 0 running, 1 failed, 0 pending" in result.stdout
     again = launch("local", str(sweep))

@@ -334,22 +334,3 @@ def test_each_step_gets_its_own_keys_across_rng_blocks():
     for step in range(8):
         expected += [("select", "key", step), ("update", "key", step)]
     assert rngs_seen == expected
-
-
-def test_ctrl_c_swallowed_by_a_finaliser_is_raised_again_at_the_next_poll():
-    """Python prints and drops a KeyboardInterrupt raised inside a finaliser; the trial's stop
-    poll (called after every step) raises it again."""
-    import signal
-
-    from algoperf.trial import StopRequests
-
-    # Python's own Ctrl-C handler, even where pytest runs as a background job (SIGINT ignored).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    with StopRequests() as stop:
-        assert stop.requested() is False
-        with pytest.raises(KeyboardInterrupt):  # what Python's own handler would do
-            signal.raise_signal(signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):  # ... and again, had that one been swallowed
-            stop.requested()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    signal.signal(signal.SIGINT, previous)

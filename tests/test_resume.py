@@ -57,9 +57,51 @@ def final_params(trial: pathlib.Path, framework: str) -> list[np.ndarray]:
         return [data[name] for name in data.files]
 
 
+def kill_after(args: list[str], trial: pathlib.Path, checkpoint: str) -> None:
+    """Run `args` and SIGKILL it as soon as `checkpoint` is complete in `trial`."""
+    process = subprocess.Popen(
+        args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (trial / checkpoint / "loop.json").exists():
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (trial / "trial_complete.json").exists(), "the trial finished before the kill"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["pytorch", "jax"])
+def test_killed_after_an_eval_time_checkpoint_does_not_evaluate_again(tmp_path, framework):
+    """Evals by wall time (mnist: every 10 s): killed right after the checkpoint written with
+    the eval of step 1, the resumed run waits a full period from that eval, as the
+    uninterrupted run would (it used to evaluate again at its first step)."""
+    args = command(tmp_path, framework, "killed")
+    at = args.index("--eval_every_steps")
+    args = args[:at] + args[at + 2 :]
+    trial = trial_dir(tmp_path, "killed", framework)
+    kill_after(args, trial, "checkpoint_1")
+    resumed = subprocess.run(
+        [*args, "--resume_last_run"], env=env(), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr
+    with open(trial / "eval_measurements.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [int(row["global_step"]) for row in rows]
+    assert steps[0] == 1 and steps[-1] == 600 and steps == sorted(set(steps)), steps
+    assert steps[1] > 2, steps
+    # Every eval but the last (training complete) comes a full period after the previous one.
+    times = [float(row["total_duration"]) for row in rows]
+    gaps = [b - a for a, b in zip(times[:-2], times[1:-1])]
+    assert all(gap >= 10 for gap in gaps), gaps
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["pytorch", "jax"])
 def test_killed_and_resumed_trial_matches_uninterrupted(tmp_path, framework):
+    """SIGKILL right after a checkpoint between evals, then --resume_last_run: the rows and
+    the final parameters are those of the uninterrupted run."""
     done = subprocess.run(
         command(tmp_path, framework, "straight"),
         env=env(),
@@ -68,21 +110,8 @@ def test_killed_and_resumed_trial_matches_uninterrupted(tmp_path, framework):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-
-    process = subprocess.Popen(
-        command(tmp_path, framework, "killed"),
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     trial = trial_dir(tmp_path, "killed", framework)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (trial / "checkpoint_101" / "loop.json").exists():
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert not (trial / "trial_complete.json").exists(), "the trial finished before the kill"
-
+    kill_after(command(tmp_path, framework, "killed"), trial, "checkpoint_101")
     resumed = subprocess.run(
         command(tmp_path, framework, "killed", "--resume_last_run"),
         env=env(),
