@@ -3,7 +3,7 @@
 <experiment_dir>/<experiment_name>/<workload>_<framework>/trial_<k>/
   hparams.json  meta_data_<p>.json  flags_<p>.json  eval_measurements.csv  measurements.csv
 Only rank 0 writes. JSON files are written atomically; CSV rows are appended (upstream re-reads
-and rewrites the whole file on every row) with `\n` line ends. Files get the modes the umask
+and rewrites the whole file on every row) with `\\n` line ends. Files get the modes the umask
 allows (0644 under the usual 022), so others on a shared file system can read them. A file-system
 failure is a one-line `StorageError` naming the path (docs/rules.md, "Log files").
 """
@@ -232,8 +232,8 @@ def _cell(value: Any) -> Any:
 class CSVLog:
     """Rows appended to a CSV whose columns are sorted when it is created (as upstream).
 
-    A row with a new key rewrites the file once with the union of columns. Lines end in `\n`
-    (the csv module's default is `\r\n`); files with either are read. A row that cannot be
+    A row with a new key rewrites the file once with the union of columns. Lines end in `\\n`
+    (the csv module's default is `\\r\\n`); files with either are read. A row that cannot be
     written (a full disk) is taken back, so the file never ends in half a row.
     """
 
