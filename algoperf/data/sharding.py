@@ -14,11 +14,21 @@ class Shard:
     count: int = 1
     """Number of processes splitting the batch (DDP world size; 1 for JAX, which feeds all its
     local devices from one process)."""
+    devices: int = 1
+    """Devices this process feeds (JAX: its local devices, over which its rows are split
+    again). A pipeline whose rows are packs of examples keeps the pack count divisible by
+    `count * devices`."""
+
+    @property
+    def total_devices(self) -> int:
+        """Devices that split every global batch, over all processes."""
+        return self.count * self.devices
 
     def __post_init__(self):
-        if self.count < 1 or not 0 <= self.index < self.count:
+        if self.count < 1 or self.devices < 1 or not 0 <= self.index < self.count:
             raise ValueError(
-                f"Shard: need 0 <= index < count, got index={self.index}, count={self.count}."
+                f"Shard: need 0 <= index < count and devices >= 1, got index={self.index}, "
+                f"count={self.count}, devices={self.devices}."
             )
 
     def local_batch_size(self, global_batch_size: int) -> int:

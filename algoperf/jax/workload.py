@@ -57,7 +57,7 @@ class JaxWorkload(SpecWorkload):
     @property
     def shard(self) -> Shard:
         # One process feeds all its local devices; hosts split the global batch.
-        return Shard(jax.process_index(), jax.process_count())
+        return Shard(jax.process_index(), jax.process_count(), jax.local_device_count())
 
     @property
     def model(self) -> nn.Module:
