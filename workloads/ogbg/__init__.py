@@ -33,6 +33,7 @@ SPEC = WorkloadSpec(
         "num_message_passing_steps": 5,
         "activation": "relu",
     },
+    num_params={"pytorch": (3_554_176, 66), "jax": (3_554_176, 66)},  # as upstream's
     description="ogbg-molpcba 128-task graph classification, GNN (latent 256, 5 steps)",
 )
 
@@ -58,5 +59,6 @@ VARIANTS: dict[str, Variant] = {
         validation_target=0.269446,
         test_target=0.253051,
         description="GNN with latent 128, hidden (256, 256) and 3 message-passing steps",
+        num_params={"pytorch": (2_571_648, 78), "jax": (2_571_648, 78)},
     ),
 }
