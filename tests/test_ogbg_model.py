@@ -61,8 +61,12 @@ def packed(layout, graphs, **budgets) -> dict:
 
 
 def logits_by_graph(logits, layout) -> dict[str, np.ndarray]:
-    return {name: np.asarray(logits[p, s]) for p, pack in enumerate(layout) for s, name in
-            enumerate(pack)}  # fmt: skip
+    """Name -> its [128] logits, by its (pack, slot) in `layout`."""
+    found = {}
+    for row, pack in enumerate(layout):
+        for slot, name in enumerate(pack):
+            found[name] = np.asarray(logits[row, slot])
+    return found
 
 
 @functools.cache
