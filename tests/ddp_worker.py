@@ -45,11 +45,14 @@ def ghost_batch_model_fn(model_fn, groups: int):
     """A model_fn that runs `groups` slices of the batch separately (per-slice BN statistics)."""
     import torch
 
+    from algoperf.data.tree import tree_map
+
     def grouped(params, batch, model_state, mode, rng, update_batch_norm, dropout_rate=None):
-        size = len(batch["inputs"]) // groups
+        size = len(batch["targets"]) // groups
         outputs = []
         for index in range(groups):
-            part = {key: value[index * size : (index + 1) * size] for key, value in batch.items()}
+            rows = slice(index * size, (index + 1) * size)
+            part = tree_map(lambda leaf, rows=rows: leaf[rows], batch)
             # Only the first slice moves the running averages, as only rank 0's survive in DDP.
             logits, model_state = model_fn(
                 params, part, model_state, mode, rng, update_batch_norm and index == 0,
@@ -69,6 +72,7 @@ def main(argv=None) -> int:
     import workloads
     from algoperf import rng as np_rng
     from algoperf.data.sharding import Shard
+    from algoperf.data.tree import tree_map
     from algoperf.process import configure_process
     from algoperf.search_space import hparams_from_json
     from algoperf.submission import load_submission
@@ -91,11 +95,15 @@ def main(argv=None) -> int:
     optimizer_state = submission.init_optimizer_state(
         workload, params, model_state, hyperparameters, np_rng.prng_key(1)
     )
-    rows = Shard(info.rank, info.world_size).rows(args.global_batch_size)
     for step in range(args.steps):
         global_batch = workload.fake_batch(args.global_batch_size, seed=100 + step)
-        local = {key: value[rows] for key, value in global_batch.items()}
-        local["inputs"] = local["inputs"].astype(args.dtype)
+        # This rank's rows: examples, or packs of examples (ogbg), whatever the batch's rows are.
+        rows = Shard(info.rank, info.world_size).rows(len(global_batch["targets"]))
+        # Every leaf keeps this rank's rows (packs, for ogbg); float leaves take the dtype.
+        local = tree_map(
+            lambda leaf: leaf[rows].astype(args.dtype) if leaf.dtype.kind == "f" else leaf[rows],
+            global_batch,
+        )
         batch = to_torch(local, info.device)
         optimizer_state, params, model_state = submission.update_params(
             workload, params, workload.model_params_types, model_state, hyperparameters, batch,

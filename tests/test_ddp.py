@@ -22,12 +22,12 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "ddp_worker.py"
 NADAMW = ROOT / "submissions" / "nadamw"
-GLOBAL_BATCH = {"mnist": 32, "cifar": 8}
+GLOBAL_BATCH = {"mnist": 32, "cifar": 8, "ogbg": 32}  # ogbg: 2 packs of 16 graphs
 # Per-rank BN statistics (cifar): the one-process reference normalises each half of the batch
 # with its own statistics (ddp_worker.py --bn_groups). SyncBatchNorm is no alternative: it runs
 # on CUDA only. The halves must be normalised apart, since a full-batch BN reference differs
 # from DDP by design (upstream keeps BN statistics per rank), by ~0.3 in the running means.
-BN_GROUPS = {"mnist": 1, "cifar": 2}
+BN_GROUPS = {"mnist": 1, "cifar": 2, "ogbg": 1}
 # Tolerances on the parameters after 3 NAdamW steps at lr 3e-3, where one update moves a weight
 # by up to ~1.4 lr = 4e-3 (NAdamW's first steps are sign-like), so any error in the math (rows,
 # scaling, BN statistics) shows at the 1e-3 level. What may differ is rounding: the order of the
@@ -46,6 +46,8 @@ CASES = [
     ("mnist", "float64", True),
     ("cifar", "float64", False),
     ("cifar", "float64", True),
+    # The full-size GNN: each rank trains on one pack of the 2, the same graphs as one process.
+    ("ogbg", "float64", False),
 ]
 
 

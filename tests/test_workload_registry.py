@@ -205,9 +205,11 @@ def jax_own_init(name: str) -> dict:
 
 
 def _assert_same_batch(torch_batch: dict, jax_batch: dict) -> None:
-    """The two frameworks' batches hold the same values (images NCHW vs NHWC)."""
-    for key, value in torch_batch.items():
-        other = jax_batch[key]
+    """The two frameworks' batches hold the same values (images NCHW vs NHWC), leaf by leaf
+    (a batch may be nested: ogbg's `inputs` is a dict of graph arrays)."""
+    jax_leaves = parity.flatten(jax_batch)
+    for key, value in parity.flatten(torch_batch).items():
+        other = jax_leaves[key]
         if np.ndim(value) == 4 and np.shape(value) != np.shape(other):
             other = np.transpose(other, (0, 3, 1, 2))
         np.testing.assert_array_equal(value, other, err_msg=key)

@@ -30,9 +30,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(recall_gain * precision))
 
 
-def mean_average_precision(
-    logits: np.ndarray, targets: np.ndarray, weights: np.ndarray
-) -> float:
+def mean_average_precision(logits: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> float:
     """OGB's molpcba metric: for each task with at least one positive and one negative among
     its labelled entries (weight > 0), the average precision of sigmoid(logit) over those
     entries; then the mean over those tasks (NaN if no task qualifies).

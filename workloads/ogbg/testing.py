@@ -11,6 +11,7 @@ import numpy as np
 
 from algoperf.spec import ParameterType as T
 from workloads import parity
+from workloads.ogbg import fixture
 
 NUM_TASKS = 128
 NODE_FEATURES, EDGE_FEATURES = 9, 3
@@ -159,4 +160,8 @@ TESTS = parity.ModelTests(
     # ~5x (logits) and >100x (params) for other CPUs, while a wrong index or weight map is O(1).
     logits_rtol=1e-5,
     step_atol=1e-5,
+    write_fixture=fixture.write_fixture,
+    fixture_sizes={"validation": fixture.SIZES["validation"], "test": fixture.SIZES["test"]},
+    cli_options="model_kwargs={'latent_dim':8,'hidden_dims':[16,12],'num_message_passing_steps':2}",
+    cli_metrics=("accuracy", "loss", "mean_average_precision"),
 )
