@@ -101,7 +101,9 @@ def main(argv=None) -> int:
         rows = Shard(info.rank, info.world_size).rows(len(global_batch["targets"]))
         # Every leaf keeps this rank's rows (packs, for ogbg); float leaves take the dtype.
         local = tree_map(
-            lambda leaf: leaf[rows].astype(args.dtype) if leaf.dtype.kind == "f" else leaf[rows],
+            lambda leaf, rows=rows: (
+                leaf[rows].astype(args.dtype) if leaf.dtype.kind == "f" else leaf[rows]
+            ),
             global_batch,
         )
         batch = to_torch(local, info.device)

@@ -358,3 +358,12 @@ def test_tasks_without_both_classes_are_left_out():
     assert mean_average_precision(logits, targets, weights) == 1.0
     weights[0, 0] = 0  # unlabelled entries are ignored, not counted as negatives
     assert mean_average_precision(logits, targets, weights) == 1.0
+
+
+def test_the_last_eval_batch_is_a_power_of_two_of_packs_not_a_full_batch():
+    assert pipeline.last_batch_packs(3, 2048, 1) == 4
+    assert pipeline.last_batch_packs(3, 2048, 2) == 4
+    assert pipeline.last_batch_packs(5, 2048, 2) == 8
+    assert pipeline.last_batch_packs(1500, 2048, 8) == 2048
+    assert pipeline.last_batch_packs(3000, 2048, 8) == 2048  # a full batch
+    assert pipeline.last_batch_packs(1, 6, 6) == 6  # never more than a full batch

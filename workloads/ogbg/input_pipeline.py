@@ -24,8 +24,9 @@ and b + 1 graphs per device). Both frameworks get the same numpy batches.
 - train: each epoch a permutation of the graphs seeded by (seed, epoch), packed; the packs of all
   epochs form one stream, and step s takes packs [s·P, (s + 1)·P) of it (P = B / u), so a resumed
   trial continues it exactly.
-- eval: the split (or the eval_train subset) packed in order; global batches of P packs, the last
-  one filled with empty packs; every graph counts exactly once on any number of ranks.
+- eval: the split (or the eval_train subset) packed in order; global batches of P packs; the last
+  one holds D·2^k packs (the fewest that hold what is left, `last_batch_packs`), filled with
+  empty packs; every graph counts exactly once on any number of ranks.
 - edges: each bond becomes two directed edges (both directions), as upstream does.
 """
 
@@ -113,6 +114,20 @@ def pack_shape(graphs: int, largest: tuple[int, int]) -> PackShape:
     nodes = max(NODES_PER_GRAPH * graphs, largest[0]) + 1
     edges = max(EDGES_PER_GRAPH * graphs, largest[1])
     return PackShape(graphs=graphs, nodes=nodes, edges=edges)
+
+
+def last_batch_packs(remaining: int, packs_per_batch: int, devices: int) -> int:
+    """Packs in an eval batch when `remaining` packs of the split are left: a full batch, or
+    for the split's last batch the smallest of `devices`·2^k that holds them (at most a full
+    batch). A last batch padded to the full 32,768 graphs would be mostly empty packs; buckets
+    of powers of two keep that waste under 2x while giving the compiled eval only a few
+    shapes, the same ones for every split and every eval."""
+    if remaining >= packs_per_batch:
+        return packs_per_batch
+    size = devices
+    while size < remaining:
+        size *= 2
+    return min(size, packs_per_batch)
 
 
 def pack_bounds(split: GraphSplit, order: np.ndarray, shape: PackShape) -> np.ndarray:
@@ -308,12 +323,14 @@ class Pipeline(InputPipeline):
             order = np.arange(len(graphs))
         shape = self._shape(dataset, global_batch_size, shard)
         bounds = pack_bounds(graphs, order, shape)
-        packs_per_batch = global_batch_size // shape.graphs
+        num_packs, packs_per_batch = len(bounds) - 1, global_batch_size // shape.graphs
         empty = np.zeros(0, np.int64)
-        for pack_indices in index_rules.eval_batch_indices(len(bounds) - 1, packs_per_batch, shard):
+        for start in range(0, num_packs, packs_per_batch):
+            size = last_batch_packs(num_packs - start, packs_per_batch, shard.total_devices)
+            pack_indices = np.arange(start, start + size)[shard.rows(size)]
             packs = [
-                empty if p == index_rules.PADDING else order[bounds[p] : bounds[p + 1]]
-                for p in pack_indices
+                order[bounds[p] : bounds[p + 1]] if p < num_packs else empty
+                for p in pack_indices.tolist()
             ]
             yield assemble(graphs, packs, shape)
 
