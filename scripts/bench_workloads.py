@@ -10,6 +10,7 @@ ImageNet input pipeline's train images/s on a fixture JPEG tree with 2 DataLoade
 
 Usage: .venv/bin/python scripts/bench_workloads.py [--workloads imagenet_resnet,imagenet_vit,...]
        [--batch 8] [--steps 5] [--rounds 3] [--image_size 64] [--pipeline_batches 20] [--threads 1]
+       [--eval_batch 256]  (eval time of the validation split over one v1.0 eval period)
 Prints one line per workload (ms/step of each mode and the ratios), then
 `PyTorch compiled / JAX: <workload> X.XX ...` (the headline), then the pipeline line.
 """
@@ -53,6 +54,7 @@ CASES = {
         Case("cifar", "workloads.cifar.input_pipeline"),
         Case("imagenet_resnet", "workloads.imagenet.input_pipeline", True),
         Case("imagenet_vit", "workloads.imagenet.input_pipeline", True),
+        Case("ogbg", "workloads.ogbg.input_pipeline"),
     )
 }
 DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
@@ -88,8 +90,9 @@ def torch_stepper(case: Case, args, compiled: bool):
     def step():
         optimizer.zero_grad(set_to_none=True)
         logits, _ = workload.model_fn(
-            params, batch, model_state, spec.ForwardPassMode.TRAIN, None, True
-        )
+            params, batch, model_state, spec.ForwardPassMode.TRAIN, None, True,
+            args.dropout_rate,
+        )  # fmt: skip
         losses = workload.loss_fn(batch["targets"], logits, batch["weights"])
         (losses["summed"] / losses["n_valid_examples"]).backward()
         optimizer.step()
@@ -113,8 +116,9 @@ def jax_stepper(case: Case, args):
     def train_step(params, optimizer_state, model_state, batch, rng):
         def loss(params):
             logits, new_state = workload.model_fn(
-                params, batch, model_state, spec.ForwardPassMode.TRAIN, rng, True
-            )
+                params, batch, model_state, spec.ForwardPassMode.TRAIN, rng, True,
+                args.dropout_rate,
+            )  # fmt: skip
             losses = workload.loss_fn(batch["targets"], logits, batch["weights"])
             return losses["summed"] / losses["n_valid_examples"], new_state
 
@@ -131,6 +135,85 @@ def jax_stepper(case: Case, args):
         jax.block_until_ready(carried[0])
 
     return step
+
+
+def torch_eval_seconds(case: Case, args) -> float:
+    """Median seconds of one eval batch (`--eval_batch` examples) through the compiled model:
+    model_fn in EVAL mode and eval_outputs, as the runner's eval does."""
+    import torch
+
+    from algoperf import rng as np_rng
+    from algoperf import spec
+    from algoperf.torch.workload import to_torch
+
+    workload = load(case, "pytorch", args.image_size)
+    model, model_state = workload.init_model_fn(np_rng.prng_key(0))
+    params = torch.compile(model)
+    batch = numpy_batch(case, args.eval_batch, "NCHW", args.image_size)
+    batch = to_torch(batch, torch.device("cpu"))
+
+    def step():
+        logits, _ = workload.model_fn(
+            params, batch, model_state, spec.ForwardPassMode.EVAL, None, False
+        )
+        workload.eval_outputs(logits, batch)
+
+    timed(step, args.warmup)
+    return statistics.median(timed(step, args.steps))
+
+
+def eval_cost(case: Case, args, train_step_sec: float) -> str:
+    """Eval time of the validation split over the train time of one v1.0 eval period, both
+    from this machine's per-example times (PyTorch compiled), so the ratio carries over to other
+    hardware as far as eval and train scale alike:
+
+      ratio = num_validation * t_eval / (steps_per_period * reference_batch * t_train)
+
+    with steps_per_period = step_hint * eval_period / budget (v1.0's constants: the steps the
+    reference trains in one period) and reference_batch the reference submissions' batch.
+    Runner evals also cover eval_train and test (x3 for most workloads)."""
+    import workloads
+    from submissions.common import batch_sizes
+
+    workload_spec = workloads.get_spec(case.name)
+    budget = workload_spec.budget("v1.0")
+    steps_per_period = (
+        budget.step_hint * budget.eval_period_time_sec / budget.max_allowed_runtime_sec
+    )
+    reference_batch = batch_sizes.get_batch_size(workload_spec.base)
+    t_train = train_step_sec / args.batch
+    t_eval = torch_eval_seconds(case, args) / args.eval_batch
+    validation = workload_spec.num_validation_examples
+    ratio = validation * t_eval / (steps_per_period * reference_batch * t_train)
+    return (
+        f"{case.name:16} eval cost (v1.0 period {budget.eval_period_time_sec} s = "
+        f"{steps_per_period:.0f} steps of {reference_batch}): validation "
+        f"{validation:,} x {t_eval * 1e6:.1f} us vs train {t_train * 1e6:.1f} us/example: "
+        f"eval/period {ratio:.3f}{host_metric_cost(case, workload_spec, budget)}"
+    )
+
+
+def host_metric_cost(case: Case, workload_spec, budget) -> str:
+    """The host-side part of a gathered metric on the whole validation split (numpy, on the
+    CPU in a real run too), over the eval period's wall time."""
+    if workload_spec.base != "ogbg":
+        return ""
+    import numpy as np
+
+    from workloads.ogbg.metrics import mean_average_precision
+
+    rng = np.random.default_rng(0)
+    shape = (workload_spec.num_validation_examples, 128)
+    logits = rng.normal(size=shape)
+    targets = (rng.random(shape) < 0.014).astype(np.float32)  # molpcba's ~1.4% positives
+    weights = (rng.random(shape) < 0.9).astype(np.float32)
+    start = time.perf_counter()
+    mean_average_precision(logits, targets, weights)
+    seconds = time.perf_counter() - start
+    return (
+        f"; host mAP on {shape[0]:,} graphs {seconds:.2f} s = "
+        f"{seconds / budget.eval_period_time_sec:.4f} of the period"
+    )
 
 
 def timed(step, count: int) -> list[float]:
@@ -201,6 +284,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--image_size", type=int, default=64, help="ImageNet side in pixels (mnist/cifar fixed)"
     )
     parser.add_argument("--pipeline_batches", type=int, default=20, help="0 skips the pipeline")
+    parser.add_argument(
+        "--dropout_rate",
+        type=float,
+        default=None,
+        help="the train step's dropout rate (default: the workload's; the reference "
+        "submissions' first search-space points use 0.0)",
+    )
+    parser.add_argument(
+        "--eval_batch",
+        type=int,
+        default=0,
+        help="examples per eval batch for the eval-cost line (0: no eval cost)",
+    )
     parser.add_argument("--fixture_jpeg_size", type=int, default=384)
     parser.add_argument(
         "--threads",
@@ -255,6 +351,8 @@ def main(argv=None) -> int:
             flush=True,
         )
         headline.append(f"{name} {compiled / jax_time:.2f}")
+        if args.eval_batch:
+            print(eval_cost(case, args, compiled), flush=True)
     print("PyTorch compiled / JAX: " + ", ".join(headline), flush=True)
     if args.pipeline_batches:
         print(bench_pipeline(args), flush=True)

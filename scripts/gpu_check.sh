@@ -8,6 +8,8 @@
 #   E  `make run`'s job on the GPU (offline real MNIST sample, compiled, its 60 s budget)
 #   F  scripts/bench_dataloader.py at 1 process (the live loader's cost against a cached batch)
 #   G  library use on CUDA: examples/plain_pytorch_loop.py (pinned device batches, evaluate)
+#   H  ogbg's full-size GNN on its fixture: ms/step PyTorch compiled, eager and JAX (steps
+#      101-200 of each run's submission time), so compiled/eager and PyTorch/JAX on a GPU
 # Usage: bash scripts/gpu_check.sh [OUT_DIR]   (log in OUT_DIR/log.txt; default /tmp/gpu_check)
 # Needs python3 with torch (CUDA), jax and the project's dependencies; wheels of any missing
 # pure-python ones (torchdata, mlxtend) can sit in .devcheck/whl/ and are installed first.
@@ -70,3 +72,22 @@ t 150 python3 scripts/bench_dataloader.py --processes 1 --repeats 1
 
 echo "== G: library use on the GPU (examples/plain_pytorch_loop.py, offline mnist sample)"
 t 120 python3 examples/plain_pytorch_loop.py --steps 300 --data_dir /tmp/gpu_check_nodata 2>&1 | tail -2
+
+echo "== H: ogbg full-size GNN on the GPU (fixture graphs, batch 512): compiled, eager, JAX"
+python3 -c "import pathlib; from workloads.ogbg import fixture; fixture.write_fixture(pathlib.Path('/tmp/rand/ogbg'))"
+ogbg=(--workload ogbg --data_dir /tmp/rand/ogbg --rng_seed 3 --max_global_steps 200 --eval_every_steps 100 "${common[@]}")
+t 240 python3 -m algoperf run "${ogbg[@]}" --experiment_name ogbg_compiled 2>&1 | tail -1
+t 180 python3 -m algoperf run "${ogbg[@]}" --torch_compile false --experiment_name ogbg_eager 2>&1 | tail -1
+t 240 python3 -m algoperf run "${ogbg[@]}" --framework jax --experiment_name ogbg_jax 2>&1 | tail -1
+python3 - "$exp" <<'PY'
+import csv, sys
+def ms_per_step(name, framework):
+    path = f"{sys.argv[1]}/{name}/ogbg_{framework}/trial_1/eval_measurements.csv"
+    with open(path) as handle:
+        rows = {int(r["global_step"]): float(r["accumulated_submission_time"]) for r in csv.DictReader(handle)}
+    return (rows[200] - rows[101]) / 99 * 1e3
+compiled, eager, jax = (ms_per_step(n, f) for n, f in
+                        (("ogbg_compiled", "pytorch"), ("ogbg_eager", "pytorch"), ("ogbg_jax", "jax")))
+print(f"H ogbg ms/step: compiled {compiled:.2f}, eager {eager:.2f}, jax {jax:.2f}; "
+      f"compiled/eager {compiled / eager:.2f}, compiled/jax {compiled / jax:.2f}")
+PY

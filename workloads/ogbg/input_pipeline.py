@@ -345,6 +345,12 @@ class Pipeline(InputPipeline):
         return assemble(split, packs[: batch_size // shape.graphs], shape)
 
 
+def fake_batch(batch_size: int, *, layout: str = "NCHW", seed: int = 0) -> dict:
+    """`Pipeline.fake_batch` (the module-level form the benchmarks call; no image layout)."""
+    del layout
+    return Pipeline().fake_batch(batch_size, seed=seed)
+
+
 def _train_packs(split: GraphSplit, shape: PackShape, seed: int, start: int) -> Iterator:
     """The train stream's packs (graph-id arrays) from pack `start` on (infinite)."""
     epoch = 0
