@@ -17,6 +17,7 @@ import numpy as np
 from flax import linen as nn
 
 from algoperf.jax.classification import JaxClassifier
+from algoperf.jax.layers import dropout
 
 LAYER_NORM_EPS = 1e-6
 POSEMB_TEMPERATURE = 10_000.0
@@ -36,15 +37,6 @@ def sincos_posemb(grid_height: int, grid_width: int, width: int) -> np.ndarray:
         [np.sin(x_angles), np.cos(x_angles), np.sin(y_angles), np.cos(y_angles)], axis=1
     )
     return posemb.astype(np.float32)
-
-
-def dropout(module: nn.Module, x, rate, train: bool):
-    """Inverted dropout whose rate is a call argument (a Python float or a traced scalar)."""
-    if not train or (isinstance(rate, int | float) and rate == 0.0):
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 def _layer_norm(name: str) -> nn.LayerNorm:

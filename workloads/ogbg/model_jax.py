@@ -22,6 +22,7 @@ import optax
 from flax import linen as nn
 
 from algoperf import spec
+from algoperf.jax.layers import dropout
 from algoperf.jax.workload import JaxWorkload
 from workloads.ogbg import metrics as ogbg_metrics
 
@@ -38,15 +39,6 @@ def activation_fn(name: str):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown ogbg activation {name!r}; choose one of {sorted(ACTIVATIONS)}.")
     return ACTIVATIONS[name]
-
-
-def dropout(module: nn.Module, x, rate, train: bool):
-    """Inverted dropout whose rate is a call argument (a Python float or a traced scalar)."""
-    if not train or (isinstance(rate, int | float) and rate == 0.0):
-        return x
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(module.make_rng("dropout"), keep, x.shape)
-    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 def gather(values_UXF, indices_UY):
