@@ -139,6 +139,22 @@ def test_mask_keeps_the_centre_and_a_quarter_of_the_columns(columns):
     assert outside.mean() == pytest.approx((columns / 4 - num_low) / (columns - num_low), abs=0.01)
 
 
+@pytest.mark.parametrize("shape", [(640, 368, 320, 320), (41, 37, 32, 32), (40, 36, 31, 33)])
+def test_the_reconstruction_is_the_rule_written_out(shape):
+    rows, cols, height, width = shape
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((rows, cols)) + 1j * rng.standard_normal((rows, cols))).astype(
+        np.complex64
+    )
+    mask = pipeline.column_mask(cols, rng)
+    shifted = np.fft.ifftshift(kspace * mask[None, :])
+    image = np.fft.fftshift(np.fft.ifft2(shifted)) * math.sqrt(rows * cols)
+    expected = np.abs(pipeline.center_crop(image, height, width))
+    actual = pipeline.zero_filled_image(kspace, mask, (height, width))
+    assert actual.dtype == np.float32 and actual.shape == (height, width)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * expected.max())
+
+
 def _inputs(slices: pipeline.DecodedSlices, key) -> np.ndarray:
     return slices(key)["inputs"]
 
