@@ -223,6 +223,8 @@ def test_image_size_crops_inputs_and_targets(dataset):
     assert example["inputs"].shape == example["targets"].shape == (20, 20)
     with pytest.raises(ValueError, match="image_size"):
         tiny_pipeline(image_size="big")
+    with pytest.raises(ValueError, match="image_size=32 or less"):
+        pipeline.DecodedSlices(dataset["validation"], 64)(0)
 
 
 # --- index rules -------------------------------------------------------------------------------

@@ -107,6 +107,11 @@ def make_example(
     kspace: np.ndarray, target: np.ndarray, rng: np.random.Generator, image_size: int
 ) -> dict[str, np.ndarray]:
     """One slice's model input and target, normalised by the input's own mean and std."""
+    if image_size > min(target.shape):
+        raise ValueError(
+            f"image_size {image_size} exceeds the {target.shape[0]}x{target.shape[1]} targets; "
+            f"set --workload_options image_size={min(target.shape)} or less."
+        )
     image = zero_filled_image(kspace, column_mask(kspace.shape[-1], rng), target.shape)
     mean, std = np.float32(image.mean()), np.float32(image.std())
     scale = std if std > 0 else np.float32(1.0)  # an all-constant slice (none in the release)
