@@ -52,20 +52,69 @@ def segment_sum(values_UYF, segment_ids_UY, num_segments: int):
     return jax.vmap(per_pack)(values_UYF, segment_ids_UY)
 
 
+class PartsDense(nn.Module):
+    """A Dense layer of the concatenation of `parts` (`(values, indices)`, rows
+    `gather(values, indices)`, or all of `values` for None), with nn.Dense's parameters
+    (`kernel` [in, out], `bias`) and init. A gathered part is projected on its own rows before
+    the gather, as in the torch model (~40% less GEMM work; the same function up to rounding)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, parts):
+        width = sum(values.shape[-1] for values, _ in parts)
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (width, self.features), jnp.float32
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        x, column, i = None, 0, 0
+        while i < len(parts):
+            values, indices = parts[i]
+            if indices is None:  # a run of plain parts: one matmul of their concatenation
+                run = [values]
+                while i + len(run) < len(parts) and parts[i + len(run)][1] is None:
+                    run.append(parts[i + len(run)][0])
+                run_width = sum(part.shape[-1] for part in run)
+                joined = jnp.concatenate(run, -1) if len(run) > 1 else run[0]
+                blocks = [joined @ kernel[column : column + run_width]]
+                column, i = column + run_width, i + len(run)
+            else:  # gathers of one array (senders, receivers): one matmul for their blocks
+                gathers = [indices]
+                while (i + len(gathers) < len(parts) and parts[i + len(gathers)][0] is values
+                       and parts[i + len(gathers)][1] is not None):  # fmt: skip
+                    gathers.append(parts[i + len(gathers)][1])
+                part_width = values.shape[-1]
+                stacked = jnp.concatenate(
+                    [kernel[column + k * part_width : column + (k + 1) * part_width]
+                     for k in range(len(gathers))], axis=1,
+                )  # fmt: skip
+                projected = jnp.split(values @ stacked, len(gathers), axis=-1)
+                blocks = [gather(rows, idx) for rows, idx in zip(projected, gathers)]
+                column, i = column + part_width * len(gathers), i + len(gathers)
+            for block in blocks:
+                x = block if x is None else x + block
+        return x + bias
+
+
 class MLP(nn.Module):
-    """For each hidden dim: Dense -> LayerNorm -> activation -> dropout (no residual)."""
+    """For each hidden dim: Dense -> LayerNorm -> activation -> dropout (no residual); the first
+    Dense takes the input as parts (`PartsDense`)."""
 
     hidden_dims: tuple[int, ...]
     activation: str
 
     @nn.compact
-    def __call__(self, x, train: bool, dropout_rate):
+    def __call__(self, parts, train: bool, dropout_rate):
         act = activation_fn(self.activation)
+        x = None
         for i, dim in enumerate(self.hidden_dims):
-            x = nn.Dense(
-                dim, kernel_init=nn.initializers.lecun_normal(),
-                bias_init=nn.initializers.zeros, name=f"dense_{i}",
-            )(x)  # fmt: skip
+            if i == 0:
+                x = PartsDense(dim, name="dense_0")(parts)
+            else:
+                x = nn.Dense(
+                    dim, kernel_init=nn.initializers.lecun_normal(),
+                    bias_init=nn.initializers.zeros, name=f"dense_{i}",
+                )(x)  # fmt: skip
             x = nn.LayerNorm(epsilon=LAYER_NORM_EPS, name=f"layer_norm_{i}")(x)
             x = dropout(self, act(x), dropout_rate, train)
         return x
@@ -87,17 +136,16 @@ class MessagePassingStep(nn.Module):
         def mlp(name):
             return MLP(self.hidden_dims, self.activation, name=name)
 
-        edge_inputs = [edges, gather(nodes, senders), gather(nodes, receivers)]
-        edge_inputs.append(gather(globals_, edge_graph))
-        edges = mlp("edge_mlp")(jnp.concatenate(edge_inputs, -1), train, dropout_rate)
+        edge_parts = [(edges, None), (nodes, senders), (nodes, receivers), (globals_, edge_graph)]
+        edges = mlp("edge_mlp")(edge_parts, train, dropout_rate)
         sent = segment_sum(edges, senders, num_nodes)
         received = segment_sum(edges, receivers, num_nodes)
-        node_inputs = [nodes, sent, received, gather(globals_, node_graph)]
-        nodes = mlp("node_mlp")(jnp.concatenate(node_inputs, -1), train, dropout_rate)
+        node_parts = [(nodes, None), (sent, None), (received, None), (globals_, node_graph)]
+        nodes = mlp("node_mlp")(node_parts, train, dropout_rate)
         graph_nodes = segment_sum(nodes, node_graph, num_slots)
         graph_edges = segment_sum(edges, edge_graph, num_slots)
-        global_inputs = [graph_nodes, graph_edges, globals_]
-        globals_ = mlp("global_mlp")(jnp.concatenate(global_inputs, -1), train, dropout_rate)
+        global_parts = [(graph_nodes, None), (graph_edges, None), (globals_, None)]
+        globals_ = mlp("global_mlp")(global_parts, train, dropout_rate)
         return nodes, edges, globals_
 
 

@@ -46,9 +46,42 @@ class MLP(nn.Module):
         )
         self.activation = activation_fn(activation)
 
-    def forward(self, x: torch.Tensor, dropout_rate: float) -> torch.Tensor:
-        for dense, layer_norm in zip(self.dense, self.layer_norm):
-            x = self.activation(layer_norm(dense(x)))
+    def forward(self, parts: list[tuple[torch.Tensor, torch.Tensor | None]], dropout_rate: float):
+        """The MLP of the concatenation of `parts`' rows, each part `(values, index)` taking
+        rows `values[index]` (all of `values` for None). The first Linear of a concatenation is
+        the sum of its column blocks applied to each part, so a gathered part is projected
+        before the gather: on its own rows (nodes, graphs) rather than on the gathered ones
+        (edges, nodes), which takes ~40% of the GEMM work out of a step. The same parameters,
+        the same function as Linear(concat), up to float rounding."""
+        weight, x, column, i = self.dense[0].weight, None, 0, 0
+        while i < len(parts):
+            values, index = parts[i]
+            if index is None:  # a run of plain parts: one GEMM of their concatenation
+                run = [values]
+                while i + len(run) < len(parts) and parts[i + len(run)][1] is None:
+                    run.append(parts[i + len(run)][0])
+                width = sum(part.shape[-1] for part in run)
+                block = F.linear(torch.cat(run, -1) if len(run) > 1 else run[0],
+                                 weight[:, column : column + width])  # fmt: skip
+                blocks, column, i = [block], column + width, i + len(run)
+            else:  # gathers of one tensor (senders, receivers): one GEMM for their blocks
+                indices = [index]
+                while (i + len(indices) < len(parts) and parts[i + len(indices)][0] is values
+                       and parts[i + len(indices)][1] is not None):  # fmt: skip
+                    indices.append(parts[i + len(indices)][1])
+                width, out = values.shape[-1], weight.shape[0]
+                stacked = torch.cat(
+                    [weight[:, column + k * width : column + (k + 1) * width]
+                     for k in range(len(indices))], 0,
+                )  # fmt: skip
+                projected = F.linear(values, stacked).split(out, dim=-1)
+                blocks = [rows[idx] for rows, idx in zip(projected, indices)]
+                column, i = column + width * len(indices), i + len(indices)
+            for block in blocks:
+                x = block if x is None else x + block
+        for position, (dense, layer_norm) in enumerate(zip(self.dense, self.layer_norm)):
+            x = x + dense.bias if position == 0 else dense(x)
+            x = self.activation(layer_norm(x))
             if dropout_rate:
                 x = F.dropout(x, dropout_rate, training=self.training)
         return x
@@ -95,19 +128,21 @@ class MessagePassingStep(nn.Module):
         self.global_mlp = MLP(2 * out_dim + global_dim, hidden_dims, activation)
 
     def forward(self, nodes, edges, globals_, index: GraphIndex, dropout_rate: float):
-        edge_inputs = [edges, nodes[index.senders], nodes[index.receivers]]
-        edges = self.edge_mlp(
-            torch.cat([*edge_inputs, globals_[index.edge_graph]], dim=-1), dropout_rate
-        )
+        edge_parts = [
+            (edges, None),
+            (nodes, index.senders),
+            (nodes, index.receivers),
+            (globals_, index.edge_graph),
+        ]
+        edges = self.edge_mlp(edge_parts, dropout_rate)
         sent = segment_sum(edges, index.senders, index.num_nodes)
         received = segment_sum(edges, index.receivers, index.num_nodes)
-        nodes = self.node_mlp(
-            torch.cat([nodes, sent, received, globals_[index.node_graph]], dim=-1), dropout_rate
-        )
+        node_parts = [(nodes, None), (sent, None), (received, None), (globals_, index.node_graph)]
+        nodes = self.node_mlp(node_parts, dropout_rate)
         graph_nodes = segment_sum(nodes, index.node_graph, index.num_graphs)
         graph_edges = segment_sum(edges, index.edge_graph, index.num_graphs)
         globals_ = self.global_mlp(
-            torch.cat([graph_nodes, graph_edges, globals_], dim=-1), dropout_rate
+            [(graph_nodes, None), (graph_edges, None), (globals_, None)], dropout_rate
         )
         return nodes, edges, globals_
 
