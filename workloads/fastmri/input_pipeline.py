@@ -16,12 +16,11 @@ x sqrt(H*W) -> centre crop to the target's shape -> magnitude; normalised by the
 and std and clipped to [-6, 6]; the target `reconstruction_esc` normalised with the same mean
 and std and clipped. Both are then centre-cropped to `image_size` (320, the real targets' size).
 
-Mask seeds: a train example's mask is drawn from `indices.example_rng(seed, step, row)` (row in
-the global batch), so it is new on every visit and the same for any ranks or workers; upstream
-folds the example's position into a JAX key before `repeat`, so it reuses one mask per slice
-every epoch (docs/data.md). eval_train draws with the fixed `(seed, example index)`, and
-validation and test with seed 0 for every slice, as upstream's PRNGKey(0): the mask depends only
-on the slice's width and is the same on every eval.
+Mask seeds: a train example's mask is seeded by `(seed, example index)`, so each slice keeps one
+mask for the whole trial (every epoch, any ranks or workers, after a resume), as upstream's
+per-example `fold_in` of its shuffle key does; eval_train, being train examples, uses the same
+rule; validation and test use seed 0 for every slice, as upstream's PRNGKey(0): the mask depends
+only on the slice's width and is the same on every eval.
 
 h5 reading and the FFTs run in the loader's worker processes (`algoperf.data.loader`); each rank
 reads only its rows of every global batch.
@@ -193,10 +192,10 @@ def load_splits(data_dir: str) -> dict[str, Volumes]:
 
 # --- decoding (runs inside the loader's workers) -------------------------------------------------
 class DecodedSlices:
-    """The `decode` of `algoperf.data.loader.worker_batches`. A key is `(index, step, row)`
-    (train: mask from `example_rng(seed, step, row)`), `(index, None, None)` for eval_train
-    (mask from `(seed, index)`), `index` for validation/test (mask from seed 0), or -1 for a
-    padding row. Open h5 files are cached per worker (never pickled)."""
+    """The `decode` of `algoperf.data.loader.worker_batches`. A key is `(index,)` for a train
+    example (train and eval_train: mask from `(seed, index)`), `index` for validation/test (mask
+    from seed 0), or -1 for a padding row. Open h5 files are cached per worker (never
+    pickled)."""
 
     MAX_OPEN_FILES = 8
 
@@ -217,11 +216,9 @@ class DecodedSlices:
         return self._open[path]
 
     def _rng(self, key) -> tuple[int, np.random.Generator]:
-        if isinstance(key, tuple):
-            index, step, row = key
-            if step is None:  # eval_train: the train rule with a fixed per-example seed
-                return index, np.random.default_rng([self.seed, index])
-            return index, index_rules.example_rng(self.seed, step, row)
+        if isinstance(key, tuple):  # a train example: one mask per slice for the trial
+            (index,) = key
+            return index, np.random.default_rng([self.seed, index])
         return key, np.random.default_rng(EVAL_MASK_SEED)
 
     def __call__(self, key) -> dict:
@@ -260,7 +257,7 @@ def collate(examples: list[dict]) -> dict[str, np.ndarray]:
 
 
 class TrainBatches:
-    """This rank's keys `(index, step, row)` of every global train batch from `start_step` on."""
+    """This rank's keys `(index,)` of every global train batch from `start_step` on."""
 
     def __init__(self, num_examples, global_batch_size, seed, shard: Shard, start_step):
         self.num_examples, self.global_batch_size = num_examples, global_batch_size
@@ -271,8 +268,8 @@ class TrainBatches:
         steps = index_rules.global_batch_indices(
             self.num_examples, self.global_batch_size, seed=self.seed, start_step=self.start_step
         )
-        for step, batch_indices in enumerate(steps, start=self.start_step):
-            yield [(int(batch_indices[row]), step, int(row)) for row in rows]
+        for batch_indices in steps:
+            yield [(int(batch_indices[row]),) for row in rows]
 
 
 def eval_keys(split, num_examples, global_batch_size, shard, eval_train_rows=None) -> list:
@@ -280,7 +277,7 @@ def eval_keys(split, num_examples, global_batch_size, shard, eval_train_rows=Non
     batches = []
     for positions in index_rules.eval_batch_indices(num_examples, global_batch_size, shard):
         if split == "eval_train":
-            keys = [(int(eval_train_rows[p]), None, None) if p >= 0 else -1 for p in positions]
+            keys = [(int(eval_train_rows[p]),) if p >= 0 else -1 for p in positions]
         else:
             keys = [int(p) for p in positions]
         batches.append(keys)
