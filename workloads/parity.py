@@ -47,6 +47,9 @@ class ModelTests:
     categories (algoperf/param_types.py); both frameworks must give these."""
     has_dropout: bool = False
     """Whether the model takes a dropout rate (then the dropout contract is checked)."""
+    label_smoothing: bool = True
+    """Whether `loss_fn` uses `label_smoothing` (a regression loss takes and ignores it, as
+    upstream's: then smoothing must change nothing)."""
     zero_output_init: bool = False
     """Whether the output layer starts at zero (then a fresh model's outputs are all 0)."""
     randomize: Callable[[Any], None] | None = None

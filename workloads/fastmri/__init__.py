@@ -30,6 +30,7 @@ SPEC = WorkloadSpec(
         "activation": "leaky_relu",  # LeakyReLU(0.2)
         "use_layer_norm": False,
     },
+    num_params={"pytorch": (7_756_097, 24), "jax": (7_756_097, 24)},  # as upstream's
     description="fastMRI knee single-coil 4x reconstruction, U-Net (32 channels, 4 pools)",
 )
 
@@ -39,6 +40,7 @@ VARIANTS: dict[str, Variant] = {
         validation_target=0.723559,
         test_target=0.740726,
         description="U-Net with 64 channels and 3 pools",
+        num_params={"pytorch": (7_692_929, 19), "jax": (7_692_929, 19)},
     ),
     "fastmri_tanh": Variant(
         model_kwargs={"activation": "tanh"},
@@ -51,5 +53,6 @@ VARIANTS: dict[str, Variant] = {
         validation_target=0.723284,
         test_target=0.739996,
         description="U-Net whose ConvBlock norms are LayerNorm over (C, H, W)",
+        num_params={"pytorch": (7_761_985, 60), "jax": (7_761_985, 60)},
     ),
 }
