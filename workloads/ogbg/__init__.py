@@ -25,12 +25,12 @@ SPEC = WorkloadSpec(
     },
     default_dropout_rate=0.1,
     # Upstream left the model eager ("compile errors"); packs give static shapes, so it compiles
-    # once. scripts/bench_workloads.py --workloads ogbg --batch 64 --threads 1 on a 2-core x86
-    # CPU (full-size base, 4 packs of 16, forward + BCE + backward + AdamW): at dropout 0 (the
-    # reference search spaces' first points) compiled 556 ms/step, eager 587 (0.95), JAX 416; at
-    # the default 0.1, compiled 808 vs eager 715 (1.13): inductor's CPU random numbers cost more
-    # than ATen's bernoulli (on GPUs inductor draws them in its fused kernels). The first
-    # compiled step takes ~55 s. The loss is compiled too, as upstream's.
+    # once. scripts/bench_workloads.py --workloads ogbg --batch 64 --threads 1 --dropout_rate 0
+    # on a 2-core x86 CPU (full-size base, 4 packs of 16, forward + BCE + backward + AdamW):
+    # compiled 353 ms/step, eager 402 (0.88), JAX 541. At dropout 0.1 compiled was 1.13x eager
+    # before the part-wise first Linear: inductor's CPU random numbers cost more than ATen's
+    # bernoulli (on GPUs inductor draws them in its fused kernels). The first compiled step
+    # takes ~55 s. The loss is compiled too, as upstream's.
     compile_model=True,
     compile_loss=True,
     model_kwargs={
