@@ -44,7 +44,7 @@ class Case:
     pipeline: str
     """Module with `fake_batch(batch_size, layout=, seed=[, image_size=])`."""
     takes_image_size: bool = False
-    """Whether the workload's constructor and fake_batch take `image_size` (ImageNet)."""
+    """Whether the workload's constructor and fake_batch take `image_size` (ImageNet, fastMRI)."""
 
 
 CASES = {
@@ -55,6 +55,7 @@ CASES = {
         Case("imagenet_resnet", "workloads.imagenet.input_pipeline", True),
         Case("imagenet_vit", "workloads.imagenet.input_pipeline", True),
         Case("ogbg", "workloads.ogbg.input_pipeline"),
+        Case("fastmri", "workloads.fastmri.input_pipeline", True),
     )
 }
 DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
@@ -281,7 +282,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first")
     parser.add_argument(
-        "--image_size", type=int, default=64, help="ImageNet side in pixels (mnist/cifar fixed)"
+        "--image_size",
+        type=int,
+        default=64,
+        help="ImageNet and fastMRI side in pixels (mnist/cifar fixed)",
     )
     parser.add_argument("--pipeline_batches", type=int, default=20, help="0 skips the pipeline")
     parser.add_argument(

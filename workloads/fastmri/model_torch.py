@@ -4,6 +4,13 @@ its SSIM (docs/workloads.md, "fastmri").
 Batches hold images [B, H, W] (normalised, no channel axis); the model adds the channel and runs
 NCHW, and returns [B, H, W]. Any H, W work: a size that 2^pools does not divide is handled as
 upstream handles it (average pooling floors, the up stage reflect-pads one row or column).
+
+NCHW, not channels_last: on a 2-core x86 CPU (one thread, full-size base, 320x320, batch 2,
+forward + L1 + backward + AdamW, the two layouts interleaved in one process) eager NCHW took
+4.0 s/step and eager channels_last 5.1 s (oneDNN's NHWC conv backward is the slower one here).
+Compiled, inductor's layout optimisation turns the convs to channels_last by itself (5.8 vs 5.1
+s/step for the two input layouts; 3.7 s with TORCHINDUCTOR_LAYOUT_OPTIMIZATION=0), and it does
+so on GPUs, where cuDNN prefers that layout: converting in the model adds nothing.
 """
 
 from __future__ import annotations
