@@ -127,3 +127,12 @@ def check_split(split: str) -> None:
             f"unknown split {split!r}; eval splits are {', '.join(EVAL_SPLITS)} (the train "
             "stream is train_batches)."
         )
+
+
+def whole_number_option(name: str, value, minimum: int) -> int:
+    """An option that must be a whole number >= `minimum` (it may arrive as text from
+    `--workload_options`); a one-line ValueError naming the option otherwise."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+    return int(text)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from algoperf.data import indices as index_rules
 from algoperf.data import loader
-from algoperf.data.pipeline import InputPipeline, PipelineOptions, check_split
+from algoperf.data.pipeline import InputPipeline, PipelineOptions, check_split, whole_number_option
 from algoperf.data.sharding import Shard
 
 IMAGE_SIZE = 224
@@ -433,9 +433,11 @@ class Options(PipelineOptions):
     `randaugment_mixup` (then RandAugment per image and mixup per batch: imagenet_vit)."""
 
     def __post_init__(self):
-        object.__setattr__(self, "image_size", _whole_number("image_size", self.image_size, 1))
+        object.__setattr__(
+            self, "image_size", whole_number_option("image_size", self.image_size, 1)
+        )
         if self.num_workers is not None:
-            workers = _whole_number("num_workers", self.num_workers, 0)
+            workers = whole_number_option("num_workers", self.num_workers, 0)
             object.__setattr__(self, "num_workers", workers)
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(
@@ -495,10 +497,3 @@ class Pipeline(InputPipeline):
         return fake_batch(
             batch_size, layout=self.layout, seed=seed, image_size=self.options.image_size
         )
-
-
-def _whole_number(name: str, value, minimum: int) -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
-    return int(text)
