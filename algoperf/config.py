@@ -116,7 +116,9 @@ class RunConfig:
     def resolved_workload(self) -> str:
         if self.workload is not None:
             return self.workload
-        import workloads  # the registry lookup by name (the one dependency on workloads/)
+        from algoperf import (
+            workloads,  # the registry lookup by name (the one dependency on workloads/)
+        )
 
         return workloads.DEFAULT_WORKLOAD
 

@@ -90,7 +90,7 @@ def hyperparameter_points(config: RunConfig, run_seed: int) -> list:
 def load_workload(config: RunConfig):
     """The workload of `config`; its constructor refuses `--workload_options` keys it does not
     declare (`SpecWorkload.option_names`) with a one-line error."""
-    import workloads
+    from algoperf import workloads
 
     options = dict(config.workload_option_values)
     if config.imagenet_v2_data_dir:  # every pipeline declares extra_data_dir (docs/data.md)
@@ -106,7 +106,7 @@ def load_workload(config: RunConfig):
 
 def run(config: RunConfig) -> list[TrialResult]:
     """Run every trial of `config`; returns their results (rank 0 also wrote the logs)."""
-    import workloads
+    from algoperf import workloads
 
     configure_process(
         config.framework, config.benchmark_version, deterministic=config.deterministic

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-import workloads
+from algoperf import workloads
 from algoperf.scoring.catalog import WorkloadCatalog
 
 

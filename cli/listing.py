@@ -14,7 +14,7 @@ def add_command(subparsers) -> None:
 
 def command_list(args: argparse.Namespace) -> int:
     """Prints the table; scored workloads of `--benchmark_version` are starred."""
-    import workloads
+    from algoperf import workloads
 
     version = args.benchmark_version
     scored = set(workloads.SCORED_WORKLOADS.get(version, ()))

@@ -17,12 +17,13 @@ import time
 import traceback
 import typing
 
+from algoperf.cli import listing, scoring
+from algoperf.launch import cli as launch_cli
+
 from algoperf.config import RunConfig
 from algoperf.config_args import add_config_arguments
 from algoperf.errors import StorageError, SubmissionFailed
 from algoperf.studies import SweepConfig
-from cli import listing, scoring
-from launch import cli as launch_cli
 
 # How long a rank other than 0 waits before printing its error (see _report_error).
 RANK_ERROR_GRACE_SEC = 3.0

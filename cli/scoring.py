@@ -131,8 +131,9 @@ def _warn(messages: list[str], limit: int = MAX_WARNINGS) -> None:
 
 def command_score(args: argparse.Namespace) -> int:
     """Runs `algoperf score`; 0 on success, 2 on bad input."""
+    from algoperf.cli.catalog import workload_catalog
+
     from algoperf.scoring import read, report, score, targets
-    from cli.catalog import workload_catalog
 
     catalog = workload_catalog()
     try:
@@ -176,9 +177,10 @@ def command_score(args: argparse.Namespace) -> int:
 def command_check_logs(args: argparse.Namespace) -> int:
     """Runs `algoperf check-logs`; 0 if no violation (warnings allowed), 1 if any, 2 on bad
     input."""
+    from algoperf.cli.catalog import workload_catalog
+
     from algoperf.scoring import check_logs
     from algoperf.search_space import load_search_space
-    from cli.catalog import workload_catalog
 
     tolerance = check_logs.EVAL_PERIOD_TOLERANCE_S if args.tolerance_s is None else args.tolerance_s
     try:

@@ -98,7 +98,7 @@ def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
 
 
 def command_launch(args: argparse.Namespace) -> int:
-    from launch.state import LaunchError
+    from algoperf.launch.state import LaunchError
 
     commands = {
         "slurm": command_slurm,
@@ -118,7 +118,7 @@ def _say(message: str) -> None:
 
 
 def _plan(sweep, retry_failed: bool, verb: str):
-    from launch import state
+    from algoperf.launch import state
 
     trials, skipped = state.to_run(sweep, retry_failed=retry_failed)
     counts = {}
@@ -133,8 +133,8 @@ def _plan(sweep, retry_failed: bool, verb: str):
 def _launching(sweep, trials):
     """Write the sweep's record and clear the failed markers of retried trials; undo both if
     the launch fails before anything runs (a new sweep folder is removed again)."""
-    from launch import trial as trial_files
-    from launch.sweep import record_sweep
+    from algoperf.launch import trial as trial_files
+    from algoperf.launch.sweep import record_sweep
 
     created = None  # the top folder this launch creates, removed again if it fails
     for folder in (sweep.sweep_dir, *sweep.sweep_dir.parents):
@@ -159,8 +159,8 @@ def _launching(sweep, trials):
 
 
 def command_slurm(args: argparse.Namespace) -> int:
-    from launch import state
-    from launch.sweep import record_sweep, resolve
+    from algoperf.launch import state
+    from algoperf.launch.sweep import record_sweep, resolve
 
     if importlib.util.find_spec("submitit") is None:
         raise state.LaunchError(
@@ -186,7 +186,7 @@ def command_slurm(args: argparse.Namespace) -> int:
         return 0
     if not trials:
         return 0
-    from launch import slurm
+    from algoperf.launch import slurm
 
     with _launching(sweep, trials):
         jobs = slurm.submit(sweep, trials, cluster=args.cluster)
@@ -209,8 +209,8 @@ def command_slurm(args: argparse.Namespace) -> int:
 
 
 def command_local(args: argparse.Namespace) -> int:
-    from launch import local, state
-    from launch.sweep import record_sweep, resolve
+    from algoperf.launch import local, state
+    from algoperf.launch.sweep import record_sweep, resolve
 
     if args.parallel < 1:
         raise ValueError("--parallel must be at least 1.")
@@ -237,8 +237,8 @@ def command_local(args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    from launch import state
-    from launch.sweep import resolve
+    from algoperf.launch import state
+    from algoperf.launch.sweep import resolve
 
     sweep = resolve(args.sweep)
     if not (sweep.sweep_dir / "_launch").is_dir() and not pathlib.Path(args.sweep).is_dir():
@@ -248,8 +248,8 @@ def command_status(args: argparse.Namespace) -> int:
 
 
 def command_cancel(args: argparse.Namespace) -> int:
-    from launch import state
-    from launch.sweep import resolve
+    from algoperf.launch import state
+    from algoperf.launch.sweep import resolve
 
     sweep = resolve(args.sweep)
     cancelled = state.cancel(sweep)

@@ -13,10 +13,11 @@ import socket
 import subprocess
 import sys
 
+from algoperf.launch import state, trial
+from algoperf.launch.state import LaunchError
+from algoperf.launch.sweep import Sweep, Trial
+
 from algoperf import logs
-from launch import state, trial
-from launch.state import LaunchError
-from launch.sweep import Sweep, Trial
 
 
 def visible_gpus() -> list[str]:

@@ -25,10 +25,9 @@ import signal
 import time
 
 import submitit
-
-from launch import state, trial
-from launch.state import LaunchError
-from launch.sweep import Sweep, Trial
+from algoperf.launch import state, trial
+from algoperf.launch.state import LaunchError
+from algoperf.launch.sweep import Sweep, Trial
 
 SUBMITIT_DIR = "submitit"
 

@@ -18,9 +18,10 @@ import sys
 import tempfile
 import time
 
+from algoperf.launch import trial as trial_files
+from algoperf.launch.sweep import Sweep, Trial
+
 from algoperf import checkpoint, logs
-from launch import trial as trial_files
-from launch.sweep import Sweep, Trial
 
 NODE_LOCAL_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 """Folders that are private to each machine; compute nodes other than this one cannot see them."""

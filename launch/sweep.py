@@ -113,7 +113,7 @@ class Sweep:
                 raise ValueError(f"{key} must be at least {least}, not {value}.")
         if self.mem_gb is not None and self.mem_gb <= 0:
             raise ValueError(f"mem_gb must be positive, not {self.mem_gb}.")
-        import workloads
+        from algoperf import workloads
 
         unknown = [name for name in self.workloads if name not in workloads.names()]
         if unknown:

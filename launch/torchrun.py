@@ -1,7 +1,7 @@
 """Build the torchrun command that runs `algoperf run` on N processes of one node.
 
-`python -m launch.torchrun --nproc_per_node 4 -- --workload cifar --data_dir ~/data` prints the
-command; `--exec` runs it.
+`python -m algoperf.launch.torchrun --nproc_per_node 4 -- --workload cifar --data_dir ~/data`
+prints the command; `--exec` runs it.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class TrialSpec:
 
 def trial_command(run_args, framework: str, processes: int, python: str | None = None):
     """The argv that runs one trial: torchrun for PyTorch, plain Python for JAX."""
-    from launch.torchrun import torchrun_command
+    from algoperf.launch.torchrun import torchrun_command
 
     python = python or sys.executable
     if framework == "pytorch":

@@ -95,9 +95,8 @@ def worker(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    import workloads
     from algoperf import rng as np_rng
-    from algoperf import search_space
+    from algoperf import search_space, workloads
     from algoperf.backend import get_backend
     from algoperf.data.arrays import steps_per_chunk
     from algoperf.data.prefetch import Prefetcher
@@ -274,7 +273,7 @@ def main(argv=None) -> int:
         if "cifar" in args.workloads.split(","):
             write_cifar_files(pathlib.Path(tmp) / "cifar10" / "cifar-10-batches-py")
         if "mnist" in args.workloads.split(","):
-            from workloads.mnist.input_pipeline import write_random_files
+            from algoperf.workloads.mnist.input_pipeline import write_random_files
 
             write_random_files(pathlib.Path(tmp) / "mnist")
         for workload, batch_size, rounds, warmup_steps, repeats in CASES:

@@ -33,9 +33,8 @@ def worker(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    import workloads
     from algoperf import rng as np_rng
-    from algoperf import search_space
+    from algoperf import search_space, workloads
     from algoperf.backend import get_backend
     from algoperf.process import configure_process
     from algoperf.submission import load_submission

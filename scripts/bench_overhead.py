@@ -25,9 +25,8 @@ import warnings
 
 import torch
 
-import workloads
 from algoperf import rng as np_rng
-from algoperf import search_space
+from algoperf import search_space, workloads
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import PACKAGE_ROOT
@@ -163,7 +162,7 @@ def measure(name, batch_size, steps, compiled, warmup) -> tuple[float, float, fl
     and the ratio of medians disagree, the machine's noise (a cifar step varies by ~10% from
     step to step on a shared 2-core VM) is larger than the runner's cost.
     """
-    import workloads
+    from algoperf import workloads
 
     batch = to_torch(workloads.load(name, "pytorch").fake_batch(batch_size), torch.device("cpu"))
     case = Case(name, batch, compiled)

@@ -50,12 +50,12 @@ class Case:
 CASES = {
     case.name: case
     for case in (
-        Case("mnist", "workloads.mnist.input_pipeline"),
-        Case("cifar", "workloads.cifar.input_pipeline"),
-        Case("imagenet_resnet", "workloads.imagenet.input_pipeline", True),
-        Case("imagenet_vit", "workloads.imagenet.input_pipeline", True),
-        Case("ogbg", "workloads.ogbg.input_pipeline"),
-        Case("fastmri", "workloads.fastmri.input_pipeline", True),
+        Case("mnist", "algoperf.workloads.mnist.input_pipeline"),
+        Case("cifar", "algoperf.workloads.cifar.input_pipeline"),
+        Case("imagenet_resnet", "algoperf.workloads.imagenet.input_pipeline", True),
+        Case("imagenet_vit", "algoperf.workloads.imagenet.input_pipeline", True),
+        Case("ogbg", "algoperf.workloads.ogbg.input_pipeline"),
+        Case("fastmri", "algoperf.workloads.fastmri.input_pipeline", True),
     )
 }
 DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
@@ -68,7 +68,7 @@ def numpy_batch(case: Case, batch_size: int, layout: str, image_size: int) -> di
 
 
 def load(case: Case, framework: str, image_size: int):
-    import workloads
+    from algoperf import workloads
 
     options = {"image_size": image_size} if case.takes_image_size else {}
     return workloads.load(case.name, framework, **options)
@@ -173,8 +173,9 @@ def eval_cost(case: Case, args, train_step_sec: float) -> str:
     with steps_per_period = step_hint * eval_period / budget (v1.0's constants: the steps the
     reference trains in one period) and reference_batch the reference submissions' batch.
     Runner evals also cover eval_train and test (x3 for most workloads)."""
-    import workloads
-    from submissions.common import batch_sizes
+    from algoperf.submissions.common import batch_sizes
+
+    from algoperf import workloads
 
     workload_spec = workloads.get_spec(case.name)
     budget = workload_spec.budget("v1.0")
@@ -200,8 +201,7 @@ def host_metric_cost(case: Case, workload_spec, budget) -> str:
     if workload_spec.base != "ogbg":
         return ""
     import numpy as np
-
-    from workloads.ogbg.metrics import mean_average_precision
+    from algoperf.workloads.ogbg.metrics import mean_average_precision
 
     rng = np.random.default_rng(0)
     shape = (workload_spec.num_validation_examples, 128)
@@ -247,9 +247,9 @@ def bench_pipeline(args) -> str:
     """Train images/s of the ImageNet pipeline (2 workers) on a fixture JPEG tree."""
     sys.path.insert(0, str(ROOT / "tests"))
     import imagenet_fixture
+    from algoperf.workloads.imagenet import input_pipeline
 
     from algoperf.data.sharding import Shard
-    from workloads.imagenet import input_pipeline
 
     classes = per_class = imagenet_fixture.MAX_CLASSES
     with tempfile.TemporaryDirectory() as folder:

@@ -40,6 +40,6 @@ def logged_init(*args, **kwargs):
 
 
 dist.init_process_group = logged_init
-from cli.main import main  # noqa: E402
+from algoperf.cli.main import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))

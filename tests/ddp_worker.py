@@ -69,8 +69,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    import workloads
     from algoperf import rng as np_rng
+    from algoperf import workloads
     from algoperf.data.sharding import Shard
     from algoperf.data.tree import tree_map
     from algoperf.process import configure_process

@@ -20,8 +20,7 @@ import tempfile
 import time
 
 import pytest
-
-from workloads.mnist import input_pipeline as mnist
+from algoperf.workloads.mnist import input_pipeline as mnist
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")

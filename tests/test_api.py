@@ -175,7 +175,7 @@ def test_workload_interface_methods():
 def test_spec_and_core_import_no_framework():
     code = (
         "import sys, algoperf.spec, algoperf.loop, algoperf.trial, algoperf.search_space, "
-        "cli.main, algoperf.submission, workloads;"
+        "algoperf.cli.main, algoperf.submission, workloads;"
         "assert 'torch' not in sys.modules and 'jax' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-import workloads
+from algoperf import workloads
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FRAMEWORKS = (
@@ -49,7 +49,24 @@ ALLOWED = {
 # (importer, imported): only the package's top module, never a submodule (`workloads.mnist`).
 BARE_ONLY = {("algoperf", "workloads")}
 # The one edge out of the core: `python -m algoperf` (and torchrun's `-m algoperf`) runs the CLI.
-EXCEPTIONS = {"algoperf/__main__.py": {"cli.main"}}
+EXCEPTIONS = {"algoperf/__main__.py": {"algoperf.cli.main"}}
+# Folders at the repository's top that install as subpackages of algoperf (setup.py), so that the
+# project takes no generic top-level import name: `workloads/mnist` is `algoperf.workloads.mnist`.
+MOUNTED = ("workloads", "submissions", "launch", "cli")
+
+
+def layer(module: str) -> str:
+    """The ALLOWED key a dotted module belongs to (`algoperf.workloads.mnist` -> `workloads`)."""
+    parts = module.split(".")
+    if parts[0] == "algoperf" and len(parts) > 1 and parts[1] in MOUNTED:
+        return parts[1]
+    return parts[0]
+
+
+def dotted_package(relative: pathlib.PurePath) -> tuple[str, ...]:
+    """The import name of a file's package from its path in the repository."""
+    parts = relative.parts[:-1]
+    return ("algoperf", *parts) if parts and parts[0] in MOUNTED else parts
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
@@ -64,7 +81,10 @@ def imported_modules(path: pathlib.Path) -> set[str]:
 
 
 def _is_module(root: pathlib.Path, dotted: str) -> bool:
-    path = root.joinpath(*dotted.split("."))
+    parts = dotted.split(".")
+    if parts[0] == "algoperf" and len(parts) > 1 and parts[1] in MOUNTED:
+        parts = parts[1:]
+    path = root.joinpath(*parts)
     return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
@@ -74,7 +94,7 @@ def resolved_imports(path: pathlib.Path, root: pathlib.Path = ROOT) -> list[tupl
     Relative imports are made absolute from the file's package; `from X import n` counts as the
     module `X.n` where `n` is a module or package of `X` on disk, else as `X`.
     """
-    package = path.relative_to(root).parts[:-1]
+    package = dotted_package(path.relative_to(root))
     found = []
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -101,7 +121,13 @@ def forbidden_edges(paths, root: pathlib.Path = ROOT) -> list[str]:
         allowed = ALLOWED[owner] | {owner}
         exceptions = EXCEPTIONS.get(relative.as_posix(), set())
         for line, module in resolved_imports(path, root):
-            top = module.split(".")[0]
+            top = layer(module)
+            if module.split(".")[0] in MOUNTED:
+                problems.append(
+                    f"{relative}:{line} imports {module}: write algoperf.{module} (the installed "
+                    "name; a bare one is the user's own package)"
+                )
+                continue
             if top not in FIRST_PARTY or top == owner or module in exceptions:
                 continue
             elif top not in allowed:
@@ -109,7 +135,7 @@ def forbidden_edges(paths, root: pathlib.Path = ROOT) -> list[str]:
                     f"{relative}:{line} imports {module}: {owner}/ may import only "
                     f"{', '.join(sorted(allowed))}"
                 )
-            elif (owner, top) in BARE_ONLY and module != top:
+            elif (owner, top) in BARE_ONLY and module != f"algoperf.{top}":
                 problems.append(
                     f"{relative}:{line} imports {module}: {owner}/ may import only the {top} "
                     "module itself (the registry), none of its submodules"
@@ -199,10 +225,10 @@ def test_algoperf_never_names_a_workload():
 def test_algoperf_does_not_import_workloads_or_submissions_except_the_registry_lookup():
     for path in (ROOT / "algoperf").rglob("*.py"):
         for module in imported_modules(path):
-            top = module.split(".")[0]
+            top = layer(module)
             assert top != "submissions", f"{path} imports {module}"
             if top == "workloads":
-                assert module == "workloads", f"{path} imports {module} (use the registry)"
+                assert module == "algoperf.workloads", f"{path} imports {module} (use the registry)"
 
 
 def test_guard_detects_a_leak(tmp_path):
@@ -220,7 +246,7 @@ def test_package_edges_follow_the_table():
 
 def test_scoring_reads_no_registry():
     for path in (ROOT / "algoperf" / "scoring").glob("*.py"):
-        imported = {module.split(".")[0] for _, module in resolved_imports(path)}
+        imported = {layer(module) for _, module in resolved_imports(path)}
         assert "workloads" not in imported, f"{path.name}: take workload facts as data (catalog)"
 
 
@@ -232,22 +258,25 @@ def test_edge_guard_detects_forbidden_edges(tmp_path):
         (tmp_path / module).write_text("")
     leaky = tmp_path / "algoperf" / "scoring" / "leaky.py"
     leaky.write_text(
-        "import workloads\n"  # allowed: the bare registry
-        "from workloads import get_spec\n"  # allowed: a name of the registry module
+        "from algoperf import workloads\n"  # allowed: the bare registry
+        "from algoperf.workloads import get_spec\n"  # allowed: a name of the registry module
         "from .. import config\n"  # allowed: the core itself
         "def f():\n"
-        "    from workloads import mnist\n"  # a workload's package
-        "    import launch.sweep\n"
-        "    import cli.main as entry\n"
+        "    from algoperf.workloads import mnist\n"  # a workload's package
+        "    import algoperf.launch.sweep\n"
+        "    import algoperf.cli.main as entry\n"
+        "    import workloads\n"  # the bare name is the user's, not ours
     )
     shim = tmp_path / "algoperf" / "__main__.py"
-    shim.write_text("from cli.main import main\n")
+    shim.write_text("from algoperf.cli.main import main\n")
     assert (3, "algoperf.config") in resolved_imports(leaky, tmp_path)  # relative, resolved
     problems = forbidden_edges([leaky, shim], tmp_path)
     assert [problem.split(" ")[0] for problem in problems] == [
         "algoperf/scoring/leaky.py:5",
         "algoperf/scoring/leaky.py:6",
         "algoperf/scoring/leaky.py:7",
+        "algoperf/scoring/leaky.py:8",
     ], problems
-    assert "workloads.mnist" in problems[0] and "none of its submodules" in problems[0]
-    assert "launch.sweep" in problems[1] and "cli.main" in problems[2]
+    assert "algoperf.workloads.mnist" in problems[0] and "none of its submodules" in problems[0]
+    assert "algoperf.launch.sweep" in problems[1] and "algoperf.cli.main" in problems[2]
+    assert "write algoperf.workloads" in problems[3]

@@ -17,12 +17,12 @@ import tarfile
 import data_utils
 import numpy as np
 import pytest
+from algoperf.workloads.cifar import SPEC
+from algoperf.workloads.cifar import input_pipeline as pipeline
+from algoperf.workloads.cifar import prepare as prepare_module
 
-import workloads
+from algoperf import workloads
 from algoperf.data.sharding import Shard
-from workloads.cifar import SPEC
-from workloads.cifar import input_pipeline as pipeline
-from workloads.cifar import prepare as prepare_module
 
 IMAGES_PER_FILE = 20
 NUM_TRAIN, NUM_VALIDATION, NUM_TEST = 90, 10, 20
@@ -143,7 +143,7 @@ def test_missing_dir_raises_file_not_found_with_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         pipeline.load_splits(str(tmp_path / "nowhere"), layout="NCHW", allow_download=False)
     message = str(error.value)
-    assert "python -m workloads.cifar.prepare" in message
+    assert "python -m algoperf.workloads.cifar.prepare" in message
     assert pipeline.BATCHES_DIR in message and "data_batch_1" in message
 
 

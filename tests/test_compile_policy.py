@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-import workloads
+from algoperf import workloads
 from algoperf.backend import get_backend
 
 

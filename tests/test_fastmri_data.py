@@ -13,10 +13,10 @@ import tarfile
 
 import numpy as np
 import pytest
+from algoperf.workloads.fastmri import fixture, prepare
+from algoperf.workloads.fastmri import input_pipeline as pipeline
 
 from algoperf.data.sharding import Shard
-from workloads.fastmri import fixture, prepare
-from workloads.fastmri import input_pipeline as pipeline
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_a_truncated_archive_is_one_line(tmp_path):
 
 
 def test_missing_data_names_the_prepare_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m workloads.fastmri.prepare"):
+    with pytest.raises(FileNotFoundError, match="python -m algoperf.workloads.fastmri.prepare"):
         tiny_pipeline().load(str(tmp_path))
 
 

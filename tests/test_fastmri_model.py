@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from algoperf.workloads.fastmri import ssim
 from skimage import data as skimage_data
 from skimage.metrics import structural_similarity as skimage_ssim
 from skimage.transform import resize
-
-from workloads.fastmri import ssim
 
 SKIMAGE_SETTINGS = {
     "win_size": 7,
@@ -174,13 +173,11 @@ def framework_ssim(framework: str, batch: dict) -> np.ndarray:
     args = [batch[k] for k in ("outputs", "targets", "mean", "std", "volume_max")]
     if framework == "pytorch":
         import torch
-
-        from workloads.fastmri import model_torch
+        from algoperf.workloads.fastmri import model_torch
 
         return model_torch.ssim_per_example(*map(torch.from_numpy, args)).numpy()
     import jax
-
-    from workloads.fastmri import model_jax
+    from algoperf.workloads.fastmri import model_jax
 
     return np.asarray(jax.jit(model_jax.ssim_per_example)(*args))
 
@@ -208,15 +205,13 @@ def eval_outputs(framework: str, batch: dict) -> dict[str, float]:
     logits, inputs = batch["outputs"], {**batch, "targets": batch["targets"]}
     if framework == "pytorch":
         import torch
-
-        from workloads.fastmri import model_torch
+        from algoperf.workloads.fastmri import model_torch
 
         tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
         out = model_torch.fastmri_eval_outputs(torch.from_numpy(logits), tensors)
         return {k: float(v) for k, v in out.items()}
     import jax
-
-    from workloads.fastmri import model_jax
+    from algoperf.workloads.fastmri import model_jax
 
     out = jax.jit(model_jax.fastmri_eval_outputs)(logits, inputs)
     return {k: float(v) for k, v in out.items()}
@@ -249,14 +244,13 @@ def test_loss_contract(framework):
     expected = np.abs(logits - targets).astype(np.float64).mean((1, 2))
     if framework == "pytorch":
         import torch
-
-        from workloads.fastmri import model_torch
+        from algoperf.workloads.fastmri import model_torch
 
         def loss(*args):
             out = model_torch.l1_loss(*map(torch.from_numpy, args))
             return {k: v.numpy() for k, v in out.items()}
     else:
-        from workloads.fastmri import model_jax
+        from algoperf.workloads.fastmri import model_jax
 
         def loss(*args):
             return {k: np.asarray(v) for k, v in model_jax.l1_loss(*args).items()}
@@ -272,8 +266,7 @@ def test_loss_contract(framework):
 # --- the U-Net ----------------------------------------------------------------------------------
 def torch_unet(seed: int = 0, **kwargs):
     import torch
-
-    from workloads.fastmri import model_torch, testing
+    from algoperf.workloads.fastmri import model_torch, testing
 
     torch.manual_seed(seed)
     model = model_torch.UNet(**{**testing.TINY, **kwargs})
@@ -284,8 +277,7 @@ def torch_unet(seed: int = 0, **kwargs):
 def jax_forward(model, inputs: np.ndarray, **kwargs) -> np.ndarray:
     """The flax U-Net with the torch model's weights (the registry suite's weight map)."""
     import jax
-
-    from workloads.fastmri import model_jax, testing
+    from algoperf.workloads.fastmri import model_jax, testing
 
     variables = testing.TESTS.torch_to_flax(model)
     flax_model = model_jax.UNet(**{**testing.TINY, **kwargs})
@@ -312,8 +304,7 @@ def test_any_size_in_both_frameworks(shape):
 def test_instance_norm_is_torchs():
     import torch
     import torch.nn.functional as F
-
-    from workloads.fastmri import model_torch
+    from algoperf.workloads.fastmri import model_torch
 
     x = torch.randn(3, 5, 9, 7) * 4 + 2
     torch.testing.assert_close(model_torch.instance_norm(x), F.instance_norm(x, eps=1e-5))
@@ -329,8 +320,7 @@ def test_dropout_drops_whole_channels(framework):
     inputs = np.random.default_rng(0).normal(size=(batch, 12, 12, 3)).astype(np.float32)
     if framework == "pytorch":
         import torch
-
-        from workloads.fastmri import model_torch
+        from algoperf.workloads.fastmri import model_torch
 
         torch.manual_seed(0)
         block = model_torch.ConvBlock(3, channels, "leaky_relu", False).train()
@@ -339,8 +329,7 @@ def test_dropout_drops_whole_channels(framework):
         planes = out.numpy().reshape(batch * channels, -1)
     else:
         import jax
-
-        from workloads.fastmri import model_jax
+        from algoperf.workloads.fastmri import model_jax
 
         block = model_jax.ConvBlock(channels, "leaky_relu", False)
         variables = block.init(jax.random.PRNGKey(0), inputs, False, 0.0)
@@ -358,8 +347,7 @@ def test_init_is_lecun_normal_in_both_frameworks():
     import jax
     import jax.numpy as jnp
     import torch
-
-    from workloads.fastmri import model_jax, model_torch
+    from algoperf.workloads.fastmri import model_jax, model_torch
 
     sizes = {"num_channels": 16, "num_pool_layers": 2}
     torch.manual_seed(0)

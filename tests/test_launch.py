@@ -3,8 +3,7 @@
 import sys
 
 import pytest
-
-from launch.torchrun import main, torchrun_command
+from algoperf.launch.torchrun import main, torchrun_command
 
 
 def test_torchrun_command():

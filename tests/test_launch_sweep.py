@@ -11,15 +11,15 @@ import stat
 import sys
 
 import pytest
+from algoperf.cli.main import main
+from algoperf.launch import state
+from algoperf.launch import sweep as sweep_module
+from algoperf.launch import trial as trial_files
+from algoperf.launch.sweep import load_sweep
 from slurm_fixture import TRIAL_KEYS, launch, metric_rows, sweep_text, wait_until
 
 from algoperf import logs
 from algoperf.studies import SweepConfig, sweep_configs
-from cli.main import main
-from launch import state
-from launch import sweep as sweep_module
-from launch import trial as trial_files
-from launch.sweep import load_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -247,8 +247,8 @@ def test_submitit_local_executor_runs_the_same_trials(local_reference, mnist_dir
 
 
 CRASHING = '''"""NAdamW that raises at step 2 when its learning rate is absurd (a failing trial)."""
-from submissions.nadamw import submission_torch as _nadamw
-from submissions.nadamw.submission_torch import *  # noqa: F403
+from algoperf.submissions.nadamw import submission_torch as _nadamw
+from algoperf.submissions.nadamw.submission_torch import *  # noqa: F403
 
 
 def update_params(workload, params, types, state, hyperparameters, batch, loss_type, opt,

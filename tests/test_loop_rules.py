@@ -295,7 +295,7 @@ def test_stops_when_both_targets_are_reached():
 
 
 def test_target_comparison_is_strict_and_directional():
-    import workloads
+    from algoperf import workloads
 
     mnist = workloads.load("mnist", "pytorch")  # accuracy: higher is better, target 0.97
     assert not mnist.has_reached_validation_target({"validation/accuracy": 0.97})

@@ -10,14 +10,14 @@ import warnings
 import data_utils
 import numpy as np
 import pytest
+from algoperf.workloads.mnist import SPEC
+from algoperf.workloads.mnist import input_pipeline as mnist
 
 from algoperf import logs
 from algoperf.data.download import fetch
 from algoperf.data.sharding import Shard
 from algoperf.errors import StorageError
 from algoperf.workload_base import SpecWorkload
-from workloads.mnist import SPEC
-from workloads.mnist import input_pipeline as mnist
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_fallback_says_why(tmp_path, monkeypatch):
     def offline(data_dir, timeout_s):
         raise OSError("could not download train-images-idx3-ubyte.gz: no network")
 
-    monkeypatch.setattr("workloads.mnist.prepare.prepare", offline)
+    monkeypatch.setattr("algoperf.workloads.mnist.prepare.prepare", offline)
     with pytest.warns(UserWarning, match=r"no MNIST idx files in .* the download failed \(could"):
         mnist.load_splits(str(tmp_path), layout="NCHW", allow_download=True)
 

@@ -30,7 +30,7 @@ LINE_BUDGET = 220
 @pytest.fixture
 def dryrun():
     """The registry with `dryrun` in it (undone afterwards)."""
-    import workloads
+    from algoperf import workloads
 
     saved = workloads.BASE_WORKLOADS
     run_with_dryrun.register()
@@ -63,7 +63,7 @@ def average_precision_by_pairs(scores: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_mean_average_precision_against_its_definition(dryrun):
-    from workloads.dryrun.metrics import mean_average_precision
+    from algoperf.workloads.dryrun.metrics import mean_average_precision
 
     rng = np.random.default_rng(0)
     scores = rng.random((97, 4))  # distinct scores: no ties
@@ -94,7 +94,7 @@ class TwoRanks:
 
 
 def test_gathered_metrics_drop_padding_and_gather_ranks(dryrun):
-    from workloads.dryrun.metrics import EVAL_METRICS, mean_average_precision
+    from algoperf.workloads.dryrun.metrics import EVAL_METRICS, mean_average_precision
 
     rng = np.random.default_rng(1)
     scores, labels = rng.random((10, 3)), (rng.random((10, 3)) < 0.5).astype(np.float32)
@@ -119,7 +119,7 @@ def test_gathered_metrics_drop_padding_and_gather_ranks(dryrun):
 
 
 def test_missing_eval_output_is_a_clear_error(dryrun):
-    from workloads.dryrun.metrics import EVAL_METRICS
+    from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 
     batches = [{"loss_sum": 1.0, "num_examples": 1.0, "scores": np.zeros((1, 3))}]
     with pytest.raises(KeyError, match=r"lacks \['labels', 'valid'\]"):
@@ -148,7 +148,7 @@ def _rows(tmp_path: pathlib.Path, name: str) -> list[dict]:
 
 
 def _args(tmp_path, framework, name):
-    from workloads.dryrun.input_pipeline import write_fixture
+    from algoperf.workloads.dryrun.input_pipeline import write_fixture
 
     write_fixture(tmp_path / "data")
     # The AdamW reference with a batch size for the new workload (the only line it needs).

@@ -13,9 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
-import workloads
 from algoperf import rng as np_rng
-from algoperf import search_space, spec
+from algoperf import search_space, spec, workloads
 from algoperf.config import PACKAGE_ROOT
 from algoperf.submission import load_submission
 

@@ -13,13 +13,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from algoperf.workloads.ogbg import fixture, prepare
+from algoperf.workloads.ogbg import input_pipeline as pipeline
+from algoperf.workloads.ogbg.metrics import average_precision, mean_average_precision
 
 from algoperf.data.download import fetch
 from algoperf.data.packing import greedy_pack, ragged_positions
 from algoperf.data.sharding import Shard
-from workloads.ogbg import fixture, prepare
-from workloads.ogbg import input_pipeline as pipeline
-from workloads.ogbg.metrics import average_precision, mean_average_precision
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +310,7 @@ def test_a_pack_that_cannot_take_the_next_graph_closes(dataset):
 
 
 def test_missing_data_names_the_prepare_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m workloads.ogbg.prepare"):
+    with pytest.raises(FileNotFoundError, match="python -m algoperf.workloads.ogbg.prepare"):
         pipeline.Pipeline().load(str(tmp_path))
 
 

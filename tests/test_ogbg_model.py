@@ -18,9 +18,8 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
-
-from workloads import parity
-from workloads.ogbg import model_jax, model_torch, testing
+from algoperf.workloads import parity
+from algoperf.workloads.ogbg import model_jax, model_torch, testing
 
 ACTIVATIONS = ("relu", "gelu", "silu")
 

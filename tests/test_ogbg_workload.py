@@ -14,8 +14,7 @@ import time
 
 import numpy as np
 import pytest
-
-from workloads.ogbg import fixture
+from algoperf.workloads.ogbg import fixture
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = "model_kwargs={'latent_dim':8,'hidden_dims':[16],'num_message_passing_steps':2}"

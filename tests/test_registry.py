@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the repository may not be pip-installed
     sys.path.insert(0, str(ROOT))
 
-import workloads  # noqa: E402
+from algoperf import workloads  # noqa: E402
 
 BASES_V06 = (
     "criteo1tb",

@@ -15,11 +15,12 @@ import pytest
 
 pd = pytest.importorskip("pandas")  # the `scoring` extra
 
-import workloads  # noqa: E402
+from algoperf.cli.catalog import workload_catalog  # noqa: E402
+from algoperf.cli.scoring import add_commands  # noqa: E402
+
+from algoperf import workloads  # noqa: E402
 from algoperf.scoring import read, score, targets  # noqa: E402
 from algoperf.scoring.catalog import WorkloadCatalog  # noqa: E402
-from cli.catalog import workload_catalog  # noqa: E402
-from cli.scoring import add_commands  # noqa: E402
 
 CATALOG = workload_catalog()
 V06 = workloads.SCORED_WORKLOADS["v0.6"]

@@ -15,6 +15,7 @@ import types
 
 import numpy as np
 import pytest
+from algoperf.cli import main as cli_main
 
 from algoperf import spec
 from algoperf.clock import Clock
@@ -23,7 +24,6 @@ from algoperf.errors import StorageError, SubmissionFailed
 from algoperf.loop import LoopSettings, TrainVars, train_loop
 from algoperf.submission import Submission
 from algoperf.trial import global_batch_size
-from cli import main as cli_main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "submissions" / "nadamw" / "submission_torch.py"

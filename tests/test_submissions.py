@@ -19,11 +19,11 @@ import warnings
 
 import numpy as np
 import pytest
+from algoperf.submissions.common import batch_sizes, schedules
 
-import workloads
 from algoperf import rng as np_rng
+from algoperf import workloads
 from algoperf.search_space import load_search_space, sample_points
-from submissions.common import batch_sizes, schedules
 
 SUBMISSIONS_DIR = pathlib.Path(__file__).resolve().parents[1] / "submissions"
 SUBMISSIONS = ("nadamw", "nadamw_self_tuning", "adamw", "sgd_nesterov")
@@ -155,7 +155,7 @@ def test_schedule_for_reads_the_hyperparameters():
 
 def test_nadamw_torch_first_step_by_hand():
     torch = pytest.importorskip("torch")
-    from submissions.common.nadamw_torch import NAdamW
+    from algoperf.submissions.common.nadamw_torch import NAdamW
 
     lr, beta1, weight_decay = 0.01, 0.9, 0.1
     start = torch.tensor([1.0, -2.0, 0.5])
@@ -175,9 +175,8 @@ def test_nadamw_torch_matches_jax_for_three_steps():
     torch = pytest.importorskip("torch")
     pytest.importorskip("jax")
     import optax
-
-    from submissions.common.nadamw_jax import nadamw
-    from submissions.common.nadamw_torch import NAdamW
+    from algoperf.submissions.common.nadamw_jax import nadamw
+    from algoperf.submissions.common.nadamw_torch import NAdamW
 
     rng = np.random.default_rng(0)
     shapes = {"kernel": (4, 3), "bias": (3,), "scale": (2, 2, 2)}
@@ -373,7 +372,7 @@ def test_trains_mnist(name, mnist):
     logger = RecordingLogger()
     workload.attach_metrics_logger(logger)
     if framework == "jax":
-        from submissions.common import jax_step
+        from algoperf.submissions.common import jax_step
 
         compiled_before = jax_step._jitted_train_step()._cache_size()
     trial = Trial(module, workload, data_dir, hyperparameters)
@@ -439,8 +438,8 @@ import numpy as np, torch
 from algoperf.torch.distributed import init_process_group, shutdown_and_exit
 from algoperf import rng as np_rng
 from algoperf.search_space import load_search_space, sample_points
-import workloads
-from workloads.mnist.input_pipeline import fake_batch
+from algoperf import workloads
+from algoperf.workloads.mnist.input_pipeline import fake_batch
 
 warnings.filterwarnings("ignore")
 out_dir, names = sys.argv[1], sys.argv[2:]

@@ -219,7 +219,7 @@ def test_lost_eval_file_is_rebuilt_and_a_finished_run_reruns_as_success(tmp_path
 NAN_SUBMISSION = """
 import torch
 
-from submissions.nadamw.submission_torch import (  # noqa: F401
+from algoperf.submissions.nadamw.submission_torch import (  # noqa: F401
     data_selection, get_batch_size, init_optimizer_state, update_params)
 
 

@@ -36,13 +36,12 @@ import jax
 import numpy as np
 import pytest
 import torch
+from algoperf.workloads import parity
 
-import workloads
 from algoperf import rng as np_rng
-from algoperf import spec
+from algoperf import spec, workloads
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch.workload import to_torch
-from workloads import parity
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRAIN, EVAL = spec.ForwardPassMode.TRAIN, spec.ForwardPassMode.EVAL
@@ -55,7 +54,7 @@ MODELS = [
 
 
 def declarations(name: str) -> parity.ModelTests:
-    module = f"workloads.{workloads.base_name(name)}.testing"
+    module = f"algoperf.workloads.{workloads.base_name(name)}.testing"
     try:
         return importlib.import_module(module).TESTS
     except ModuleNotFoundError as error:
@@ -532,7 +531,7 @@ def test_parity_sgd_step(name):
 
 # --- end to end: `algoperf run` on the fixture data -----------------------------------------
 SMALL_BATCH_SUBMISSION = """
-from submissions.nadamw.{module} import (  # noqa: F401
+from algoperf.submissions.nadamw.{module} import (  # noqa: F401
     data_selection, init_optimizer_state, prepare_for_eval, update_params,
 )
 

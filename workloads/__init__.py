@@ -145,8 +145,9 @@ def load(
         if error.name == module_name:
             raise NotImplementedError(
                 f"workload {name!r} has no {framework} model in this release yet "
-                f"({module_name.replace('.', '/')}.py is missing); its spec and targets are "
-                "registered. Available models: " + ", ".join(available(framework))
+                f"(workloads/{workload_spec.base}/{_MODEL_FILE[framework]}.py is missing); "
+                "its spec and targets are registered. Available models: "
+                + ", ".join(available(framework))
             ) from None
         extra = "pytorch" if framework == "pytorch" else "jax"
         raise ModuleNotFoundError(

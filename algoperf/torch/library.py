@@ -146,7 +146,7 @@ def load(
     """
     import os
 
-    import workloads
+    from algoperf import workloads
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     distributed = dist.is_available() and dist.is_initialized()

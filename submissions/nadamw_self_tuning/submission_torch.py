@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from algoperf.submissions.common.defaults import data_selection, prepare_for_eval
+from algoperf.submissions.nadamw import submission_torch as nadamw
+from algoperf.submissions.nadamw_self_tuning.hyperparameters import HYPERPARAMETERS
+
 from algoperf import spec
-from submissions.common.defaults import data_selection, prepare_for_eval
-from submissions.nadamw import submission_torch as nadamw
-from submissions.nadamw_self_tuning.hyperparameters import HYPERPARAMETERS
 
 __all__ = [
     "get_batch_size",

@@ -11,7 +11,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the repository root
 
-import workloads  # noqa: E402
+from algoperf import workloads  # noqa: E402
 
 
 def register() -> None:
@@ -26,6 +26,6 @@ def register() -> None:
 
 if __name__ == "__main__":
     register()
-    from cli.main import main
+    from algoperf.cli.main import main
 
     sys.exit(main(sys.argv[1:]))

@@ -14,9 +14,9 @@ import pathlib
 import pickle
 
 import numpy as np
+from algoperf.workloads.cifar import SPEC
 
 from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
-from workloads.cifar import SPEC
 
 MEAN = np.asarray(SPEC.train_mean, np.float32)
 STD = np.asarray(SPEC.train_stddev, np.float32)
@@ -31,7 +31,7 @@ NUM_TRAIN_FILE_IMAGES, NUM_TEST_IMAGES = 50_000, 10_000
 VALIDATION_FRACTION_DENOMINATOR = 10
 PAD = 4
 LAYOUTS = ("NCHW", "NHWC")
-PREPARE_COMMAND = "python -m workloads.cifar.prepare --data_dir DIR"
+PREPARE_COMMAND = "python -m algoperf.workloads.cifar.prepare --data_dir DIR"
 
 # The real files are Python-2 pickles of numpy arrays; only these globals may be loaded, so a
 # tampered file cannot run code through pickle.
@@ -159,7 +159,7 @@ def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str
     """
     folder = find_batches_dir(data_dir)
     if folder is None and allow_download:
-        from workloads.cifar.prepare import prepare
+        from algoperf.workloads.cifar.prepare import prepare
 
         try:
             prepare(data_dir)

@@ -1,6 +1,7 @@
 """Download, verify and extract the CIFAR-10 python distribution into `<data_dir>/cifar10/`.
 
-Usage: `python -m workloads.cifar.prepare --data_dir ~/data` (or `algoperf datasets cifar`).
+Usage: `python -m algoperf.workloads.cifar.prepare --data_dir ~/data`
+(or `algoperf datasets cifar`).
 The batch files end up in `<data_dir>/cifar10/cifar-10-batches-py/`.
 """
 

@@ -18,9 +18,8 @@ import pathlib
 import tarfile
 
 import numpy as np
-
-from workloads.fastmri import input_pipeline as pipeline
-from workloads.fastmri import prepare
+from algoperf.workloads.fastmri import input_pipeline as pipeline
+from algoperf.workloads.fastmri import prepare
 
 KSPACE_ROWS = 40
 KSPACE_COLUMNS = (36, 38)

@@ -61,7 +61,7 @@ ACCELERATION = 4
 CLIP = 6.0
 EVAL_MASK_SEED = 0
 PREPARE_COMMAND = (
-    "python -m workloads.fastmri.prepare --data_dir DIR --archive_dir "
+    "python -m algoperf.workloads.fastmri.prepare --data_dir DIR --archive_dir "
     "FOLDER_WITH_knee_singlecoil_train.tar.xz_AND_knee_singlecoil_val.tar.xz"
 )
 

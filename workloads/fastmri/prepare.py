@@ -1,6 +1,6 @@
 """Build fastMRI knee single-coil's splits from the NYU release archives (no network, no TF).
 
-  python -m workloads.fastmri.prepare --data_dir ~/data --archive_dir ~/Downloads
+  python -m algoperf.workloads.fastmri.prepare --data_dir ~/data --archive_dir ~/Downloads
 
 reads `knee_singlecoil_train.tar.xz` and `knee_singlecoil_val.tar.xz` (downloaded by hand from
 fastmri.med.nyu.edu after signing its data-sharing agreement; the test archive is not used) and
@@ -29,7 +29,7 @@ import tarfile
 import time
 from collections.abc import Callable, Mapping
 
-from workloads.fastmri import input_pipeline as pipeline
+from algoperf.workloads.fastmri import input_pipeline as pipeline
 
 ARCHIVES = {
     pipeline.TRAIN_DIR: "knee_singlecoil_train.tar.xz",
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     try:
         root = prepare(args.data_dir, args.archive_dir)
     except (OSError, ValueError) as error:
-        print(f"workloads.fastmri.prepare: error: {error}", file=sys.stderr)
+        print(f"algoperf.workloads.fastmri.prepare: error: {error}", file=sys.stderr)
         return 1
     print(f"fastMRI ready in {root}; train with --data_dir {args.data_dir}")
     return 0

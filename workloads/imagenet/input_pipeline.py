@@ -59,7 +59,7 @@ V2_RELEASE_DIR = "imagenetv2-matched-frequency-format-val"  # the folder the v2 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 LAYOUTS = ("NCHW", "NHWC")
 PREPARE_COMMAND = (
-    "python -m workloads.imagenet.prepare --data_dir DIR --archive_dir "
+    "python -m algoperf.workloads.imagenet.prepare --data_dir DIR --archive_dir "
     "FOLDER_WITH_THE_ILSVRC2012_AND_IMAGENETV2_TARBALLS"
 )
 
@@ -454,7 +454,9 @@ class Pipeline(InputPipeline):
     def _augmentation(self) -> tuple[Augment | None, Mixup | None]:
         if self.options.augmentation == "crop_flip":
             return None, None
-        from workloads.imagenet import augment  # module-level functions: picklable to workers
+        from algoperf.workloads.imagenet import (
+            augment,  # module-level functions: picklable to workers
+        )
 
         return augment.rand_augment, augment.mixup_batch
 

@@ -1,6 +1,6 @@
 """Build the ImageNet folders the input pipeline reads, from the official tarballs (no network).
 
-  python -m workloads.imagenet.prepare --data_dir ~/data --archive_dir ~/Downloads
+  python -m algoperf.workloads.imagenet.prepare --data_dir ~/data --archive_dir ~/Downloads
 
 reads (names as distributed; each can be given explicitly with --train_tar, --val_tar, --devkit,
 --v2_tar):
@@ -27,7 +27,7 @@ import shutil
 import sys
 import tarfile
 
-from workloads.imagenet import input_pipeline as pipeline
+from algoperf.workloads.imagenet import input_pipeline as pipeline
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"

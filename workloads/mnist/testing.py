@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import pathlib
 
-from workloads import parity
-from workloads.mnist import input_pipeline
+from algoperf.workloads import parity
+from algoperf.workloads.mnist import input_pipeline
 
 NUM_TRAIN, NUM_TEST = 48, 12  # -> 40 train / 8 validation (5:1) / 12 test
 

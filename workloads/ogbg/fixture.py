@@ -9,9 +9,8 @@ import pathlib
 import zipfile
 
 import numpy as np
-
-from workloads.ogbg import input_pipeline as pipeline
-from workloads.ogbg import prepare
+from algoperf.workloads.ogbg import input_pipeline as pipeline
+from algoperf.workloads.ogbg import prepare
 
 SIZES = {"train": 40, "validation": 26, "test": 21}
 """Graphs per split of the default fixture (validation and test not a multiple of a pack).

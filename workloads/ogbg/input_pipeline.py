@@ -1,6 +1,7 @@
 """ogbg-molpcba as packed graph batches with static shapes, without TensorFlow or jraph.
 
-Prepared layout (what `python -m workloads.ogbg.prepare` writes; each split is memory-mapped):
+Prepared layout (what `python -m algoperf.workloads.ogbg.prepare` writes; each split is
+memory-mapped):
 
   <data_dir>/ogbg_molpcba/<split>/   split = train, validation, test
     node_feat.npy    int16 [nodes, 9]      OGB's atom features
@@ -58,7 +59,7 @@ EDGES_PER_GRAPH = 56
 """Directed-edge budget per graph slot (upstream's 56·b per device)."""
 ARRAYS = ("node_feat", "edge_feat", "edge_index", "node_offsets", "edge_offsets", "labels")
 SPLIT_FILE = "split.json"
-PREPARE_COMMAND = "python -m workloads.ogbg.prepare --data_dir DIR"
+PREPARE_COMMAND = "python -m algoperf.workloads.ogbg.prepare --data_dir DIR"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Build ogbg-molpcba's train/validation/test splits from OGB's own release, without TFDS or RDKit.
 
 Usage:
-  python -m workloads.ogbg.prepare --data_dir ~/data                   # downloads pcba.zip
-  python -m workloads.ogbg.prepare --data_dir ~/data --archive_dir DIR # DIR holds pcba.zip
+  python -m algoperf.workloads.ogbg.prepare --data_dir ~/data                   # downloads pcba.zip
+  python -m algoperf.workloads.ogbg.prepare --data_dir ~/data --archive_dir DIR # DIR holds pcba.zip
 
 The release (`pcba.zip`, the OGB project's download for ogbg-molpcba) holds gzipped CSVs: under
 `pcba/raw/` the atom features (9 per atom), the bonds (two atom indices within their graph, one
@@ -26,10 +26,10 @@ import zipfile
 from collections.abc import Callable, Mapping
 
 import numpy as np
+from algoperf.workloads.ogbg import input_pipeline as pipeline
 
 from algoperf.data.download import fetch
 from algoperf.data.packing import ragged_positions
-from workloads.ogbg import input_pipeline as pipeline
 
 URL = "https://snap.stanford.edu/ogb/data/graphproppred/csv_mol_download/pcba.zip"
 ARCHIVE = "pcba.zip"
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     try:
         root = prepare(args.data_dir, args.archive_dir)
     except (OSError, ValueError) as error:
-        print(f"workloads.ogbg.prepare: error: {error}", file=sys.stderr)
+        print(f"algoperf.workloads.ogbg.prepare: error: {error}", file=sys.stderr)
         return 1
     print(f"ogbg-molpcba ready in {root}; train with --data_dir {args.data_dir}")
     return 0

@@ -2,8 +2,8 @@
 
 import jax.numpy as jnp
 import optax
+from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 from flax import linen as nn
-from workloads.dryrun.metrics import EVAL_METRICS
 
 from algoperf.jax.workload import JaxWorkload
 

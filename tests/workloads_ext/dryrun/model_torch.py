@@ -1,8 +1,8 @@
 """The dry-run model in PyTorch: masked features -> Linear(16) -> ReLU -> Linear(3 labels)."""
 
 import torch.nn.functional as F
+from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 from torch import nn
-from workloads.dryrun.metrics import EVAL_METRICS
 
 from algoperf.torch.workload import TorchWorkload
 
