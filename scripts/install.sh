@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Create .venv and install algoperf with the given extras
-# (default: pytorch,jax,data,scoring,slurm,dev; slurm = submitit, which the launch tests use).
+# (default: pytorch,jax,data,scoring,slurm,wandb,dev; slurm = submitit, which the launch tests use).
 # Usage: bash scripts/install.sh [EXTRAS]      e.g. bash scripts/install.sh all
 # torchrec needs a second pip step with --no-deps (its fbgemm-gpu requirement is the CUDA
 # build; the recsys extra brings fbgemm-gpu-cpu and the rest), done here when recsys is asked for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-pytorch,jax,data,scoring,slurm,dev}"
+extras="${1:-pytorch,jax,data,scoring,slurm,wandb,dev}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
 if [ ! -x .venv/bin/python ]; then
