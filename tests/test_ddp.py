@@ -196,7 +196,7 @@ def test_compiled_ddp_run(tmp_path):
 def test_batch_size_not_divisible_by_ranks(tmp_path):
     submission = tmp_path / "submission.py"
     submission.write_text(
-        "from submissions.nadamw.submission_torch import *  # noqa: F403\n\n\n"
+        "from algoperf.submissions.nadamw.submission_torch import *  # noqa: F403\n\n\n"
         "def get_batch_size(workload_name):\n    return 33\n"
     )
     shutil.copy(NADAMW / "tuning_search_space.json", tmp_path)

@@ -155,7 +155,7 @@ def _args(tmp_path, framework, name):
     module = "submission_torch" if framework == "pytorch" else "submission_jax"
     submission = tmp_path / f"adamw_{framework}.py"
     submission.write_text(
-        f"from submissions.adamw.{module} import *  # noqa: F403\n\n"
+        f"from algoperf.submissions.adamw.{module} import *  # noqa: F403\n\n"
         "def get_batch_size(workload_name):\n    return 16\n"
     )
     return [
