@@ -12,6 +12,7 @@ DDP ranks compute, since DDP keeps BN statistics per rank (as upstream), and wha
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -37,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile", type=int, default=0)
     parser.add_argument("--bn_groups", type=int, default=1)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    # A smaller configuration of the workload (JSON): model_kwargs and declared options.
+    parser.add_argument("--workload_kwargs", type=json.loads, default={})
     parser.add_argument("--out", required=True)
     return parser.parse_args(argv)
 
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
 
     configure_process("pytorch", "v1.0", deterministic=True)
     info = init_process_group()
-    workload = workloads.load(args.workload, "pytorch")
+    workload = workloads.load(args.workload, "pytorch", **args.workload_kwargs)
     submission = load_submission(ROOT / "submissions" / "nadamw" / "submission_torch.py")
     hyperparameters = hparams_from_json(HPARAMS)
 

@@ -10,6 +10,7 @@ later runs take ~30 s.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pathlib
 import shutil
@@ -22,12 +23,17 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "ddp_worker.py"
 NADAMW = ROOT / "submissions" / "nadamw"
-GLOBAL_BATCH = {"mnist": 32, "cifar": 8, "ogbg": 32}  # ogbg: 2 packs of 16 graphs
+GLOBAL_BATCH = {"mnist": 32, "cifar": 8, "ogbg": 32, "fastmri": 4}  # ogbg: 2 packs of 16 graphs
 # Per-rank BN statistics (cifar): the one-process reference normalises each half of the batch
 # with its own statistics (ddp_worker.py --bn_groups). SyncBatchNorm is no alternative: it runs
 # on CUDA only. The halves must be normalised apart, since a full-batch BN reference differs
 # from DDP by design (upstream keeps BN statistics per rank), by ~0.3 in the running means.
-BN_GROUPS = {"mnist": 1, "cifar": 2, "ogbg": 1}
+BN_GROUPS = {"mnist": 1, "cifar": 2, "ogbg": 1, "fastmri": 1}
+# Smaller configurations: fastmri's narrow two-pool U-Net (its registry tests' TINY) on 32x32
+# slices; per-example InstanceNorm, so the ranks' halves need no grouping.
+WORKLOAD_KWARGS = {
+    "fastmri": {"model_kwargs": {"num_channels": 8, "num_pool_layers": 2}, "image_size": 32},
+}
 # Tolerances on the parameters after 3 NAdamW steps at lr 3e-3, where one update moves a weight
 # by up to ~1.4 lr = 4e-3 (NAdamW's first steps are sign-like), so any error in the math (rows,
 # scaling, BN statistics) shows at the 1e-3 level. What may differ is rounding: the order of the
@@ -48,6 +54,8 @@ CASES = [
     ("cifar", "float64", True),
     # The full-size GNN: each rank trains on one pack of the 2, the same graphs as one process.
     ("ogbg", "float64", False),
+    # The U-Net: float64 for the same reason as cifar (NAdamW's sign-like first steps).
+    ("fastmri", "float64", False),
 ]
 
 
@@ -70,6 +78,7 @@ def worker_args(workload: str, dtype: str, out: pathlib.Path) -> list[str]:
     return [
         "--workload", workload, "--global_batch_size", str(GLOBAL_BATCH[workload]),
         "--steps", "3", "--dtype", dtype, "--out", str(out),
+        "--workload_kwargs", json.dumps(WORKLOAD_KWARGS.get(workload, {})),
     ]  # fmt: skip
 
 
