@@ -1,11 +1,11 @@
 """Resumable trial state: model, optimizer, model state, RNG, data position, clock, eval history.
 
-A checkpoint is a folder `trial_<k>/checkpoint_<global_step>/` holding the framework's file
-(written by the backend: `state.pt` or `state.npz`) and `loop.json` (everything else). It is
-written into a temporary folder and renamed into place, and `loop.json` is written last, so a
-folder without a readable `loop.json` is never taken for a checkpoint. Older checkpoints are
-removed after the new one is in place. A save the file system refuses (full, read-only, no
-permission) leaves no temporary folder and raises a one-line `StorageError`.
+A checkpoint is a folder `trial_<k>/checkpoint_<global_step>/` holding the framework's state
+(written by the backend: `state.pt`, or the orbax folder `state/`) and `loop.json` (everything
+else). It is written into a temporary folder and renamed into place, and `loop.json` is written
+last, so a folder without a readable `loop.json` is never taken for a checkpoint. Older
+checkpoints are removed after the new one is in place. A save the file system refuses (full,
+read-only, no permission) leaves no temporary folder and raises a one-line `StorageError`.
 """
 
 from __future__ import annotations

@@ -53,8 +53,10 @@ def final_params(trial: pathlib.Path, framework: str) -> list[np.ndarray]:
 
         payload = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
         return [t.numpy() for t in payload["model"].values()]
-    with np.load(folder / "state.npz") as data:
-        return [data[name] for name in data.files]
+    from algoperf.jax import checkpoint as jax_checkpoint
+
+    arrays = jax_checkpoint.read_arrays(folder)
+    return [arrays[path] for path in sorted(arrays)]
 
 
 def kill_after(args: list[str], trial: pathlib.Path, checkpoint: str) -> None:

@@ -70,32 +70,15 @@ class JaxBackend:
         }
 
     def save_state(self, folder, variables) -> None:
-        leaves = jax.tree.leaves(jax.device_get(self._tree(variables)))
-        np.savez(folder / "state.npz", *[np.asarray(leaf) for leaf in leaves])
+        from algoperf.jax import checkpoint
+
+        checkpoint.save_tree(folder, self._tree(variables))
 
     def load_state(self, folder, variables):
-        from algoperf.checkpoint import CheckpointError
+        from algoperf.jax import checkpoint
         from algoperf.jax.sharding import replicate
 
-        tree = self._tree(variables)
-        leaves, treedef = jax.tree.flatten(tree)
-        try:
-            with np.load(folder / "state.npz") as data:
-                saved = [data[f"arr_{i}"] for i in range(len(data.files))]
-        except (OSError, ValueError, KeyError, EOFError) as error:
-            raise CheckpointError(
-                f"checkpoint {folder} could not be loaded ({type(error).__name__}); delete it "
-                "to restart the trial."
-            ) from None
-        shapes_ok = len(saved) == len(leaves) and all(
-            np.shape(a) == np.shape(b) for a, b in zip(saved, leaves)
-        )
-        if not shapes_ok:
-            raise CheckpointError(
-                f"checkpoint {folder} does not match this model/optimizer ({len(saved)} arrays "
-                f"saved, {len(leaves)} expected); it belongs to another setup."
-            )
-        restored = replicate(jax.tree.unflatten(treedef, saved))
+        restored = replicate(checkpoint.restore_tree(folder, self._tree(variables)))
         variables.params, variables.model_state = restored["params"], restored["model_state"]
         optimizer = variables.optimizer_state
         if isinstance(optimizer, tuple):
