@@ -56,8 +56,10 @@ class RunConfig:
     """Seed of the run; each trial derives its own. Default: drawn from os.urandom and logged."""
     max_global_steps: int | None = None
     """Stop (with a final eval) after this many steps."""
-    torch_compile: bool = True
-    """Compile the model with torch.compile where the workload's policy allows it."""
+    torch_compile: bool | None = None
+    """Compile the model with torch.compile where the workload's compile policy allows it.
+    Default: on for CUDA devices, off on CPUs, where the compiled step measured slower than
+    eager (docs/workloads.md, "Compile policy"); the run prints its choice."""
     overwrite: bool = False
     """Delete an existing <workload>_<framework> log folder of this experiment first."""
     resume_last_run: bool = False

@@ -10,9 +10,8 @@ and resumes an interrupted one from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
-from algoperf import rng, versions
+from algoperf import console, rng, versions
 from algoperf.config import RunConfig
 
 
@@ -79,11 +78,9 @@ def tune(base: RunConfig, sweep: SweepConfig) -> int:
     ran = 0
     configs = sweep_configs(base, sweep)
     for index, config in enumerate(configs):
-        print(
-            f"[algoperf tune] {index + 1}/{len(configs)}: {config.experiment_name} "
-            f"{config.resolved_workload}",
-            file=sys.stderr,
-            flush=True,
+        console.say(
+            f"{index + 1}/{len(configs)}: {config.experiment_name} {config.resolved_workload}",
+            tag="algoperf tune",
         )
         ran += len(run(config))
     return ran

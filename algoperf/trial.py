@@ -14,12 +14,11 @@ import math
 import os
 import pathlib
 import signal
-import sys
 import threading
 import time
 from typing import Any
 
-from algoperf import checkpoint, logs, loop, rng, search_space, trial_lock, versions
+from algoperf import checkpoint, console, logs, loop, rng, search_space, trial_lock, versions
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
@@ -113,6 +112,7 @@ def run(config: RunConfig) -> list[TrialResult]:
     )
     backend = get_backend(config.framework)
     workload = load_workload(config)
+    config = _choose_compile(config, backend, workload)
     submission = load_submission(config.resolved_submission_path)
     run_seed = (
         config.rng_seed if config.rng_seed is not None else int.from_bytes(os.urandom(4)) >> 1
@@ -151,7 +151,7 @@ def run(config: RunConfig) -> list[TrialResult]:
         trial_dir = folder / f"trial_{index + 1}"
         if config.resume_last_run and (trial_dir / logs.COMPLETE_FILE).exists():
             if backend.rank == 0:
-                print(f"[algoperf] {trial_dir} is complete; skipping it.", file=sys.stderr)
+                console.say(f"{trial_dir} is complete; skipping it.")
             continue
         plan = TrialPlan(
             config=config,
@@ -168,6 +168,20 @@ def run(config: RunConfig) -> list[TrialResult]:
         if result.stop_reason == "preempted":
             break  # a stop request ends the run, not only the trial it came in
     return results
+
+
+def _choose_compile(config: RunConfig, backend, workload) -> RunConfig:
+    """A PyTorch run's torch.compile setting made definite (flags_0.json records it), and said
+    once by rank 0 with its reason (docs/workloads.md, "Compile policy")."""
+    if not hasattr(backend, "compile_choice"):
+        return config  # JAX: XLA compiles under jit whatever the flag says
+    compile_model, reason = backend.compile_choice(config.torch_compile)
+    if backend.rank == 0:
+        policy = ""
+        if compile_model and not workload.spec.compile_model:
+            policy = f"; {workload.spec.name}'s compile policy keeps its model eager"
+        console.say(f"torch.compile {'on' if compile_model else 'off'}: {reason}{policy}")
+    return dataclasses.replace(config, torch_compile=compile_model)
 
 
 def non_finite_metrics(state: loop.LoopState) -> str | None:
@@ -256,11 +270,10 @@ class StopRequests:
     def _handler(self, signum, frame) -> None:
         del frame
         self._flag = True
-        print(
-            f"\n[algoperf] received {signal.Signals(signum).name}: checkpointing at the next "
-            "step and stopping.",
-            file=sys.stderr,
-            flush=True,
+        console.say(
+            f"received {signal.Signals(signum).name}: checkpointing at the next step and stopping.",
+            newline_first=True,
+            even_if_quiet=True,
         )
 
     def _interrupt(self, signum, frame) -> None:
@@ -270,11 +283,11 @@ class StopRequests:
             self._disarm()
             raise KeyboardInterrupt
         self.interrupted = self._flag = True
-        print(
-            "\n[algoperf] Ctrl-C: checkpointing at the next step and stopping "
+        console.say(
+            "Ctrl-C: checkpointing at the next step and stopping "
             f"(Ctrl-C again, or {self.grace_sec:g} s without a step, stops at once).",
-            file=sys.stderr,
-            flush=True,
+            newline_first=True,
+            even_if_quiet=True,
         )
         self._timer = threading.Timer(self.grace_sec, _thread.interrupt_main)
         self._timer.daemon = True
@@ -543,10 +556,9 @@ class Trial:
         self.trial_dir.mkdir(parents=True, exist_ok=True)
         if restored_state is None:
             if logs.clear_unfinished_trial(self.trial_dir):
-                print(
-                    f"[algoperf] {self.trial_dir} holds an unfinished trial and no checkpoint "
-                    "to resume from; restarting it from step 0 with its hparams.json.",
-                    file=sys.stderr,
+                console.say(
+                    f"{self.trial_dir} holds an unfinished trial and no checkpoint "
+                    "to resume from; restarting it from step 0 with its hparams.json."
                 )
         else:
             # Rows logged after the checkpoint was taken are replayed by the resumed run.
@@ -578,45 +590,40 @@ class Trial:
         rebuilt = logs.CSVLog(path)
         for row in state.eval_rows:
             rebuilt.append(row)
-        print(
-            f"[algoperf] {path} {'held rows for steps ' + str(found) if found else 'was missing'}"
-            f"; rebuilt it from the checkpoint's {len(expected)} eval row(s).",
-            file=sys.stderr,
+        console.say(
+            f"{path} {'held rows for steps ' + str(found) if found else 'was missing'}"
+            f"; rebuilt it from the checkpoint's {len(expected)} eval row(s)."
         )
 
     def _announce(self, trial_seed: int, restored_state=None) -> None:
         if not self.primary:
             return
         if restored_state is not None:
-            print(
-                f"[algoperf] resuming {self.trial_dir} at step {restored_state.global_step} "
+            console.say(
+                f"resuming {self.trial_dir} at step {restored_state.global_step} "
                 f"({restored_state.accumulated_submission_time:.1f}s submission time), "
-                f"preemption {restored_state.preemption_count}",
-                file=sys.stderr,
+                f"preemption {restored_state.preemption_count}"
             )
         hp = (
             self.hyperparameters._asdict()
             if self.hyperparameters is not None
             else "none (self-tuning)"
         )
-        print(
-            f"[algoperf] {self.config.resolved_workload} ({self.config.framework}), "
+        console.say(
+            f"{self.config.resolved_workload} ({self.config.framework}), "
             f"trial {self.index + 1}, "
             f"seed {trial_seed}, batch {self.batch_size}, budget {self.budget_sec:g}s "
-            f"({self.config.benchmark_version}), hyperparameters {hp}\n"
-            f"[algoperf] logs: {self.trial_dir}",
-            file=sys.stderr,
-            flush=True,
+            f"({self.config.benchmark_version}), hyperparameters {hp}"
         )
+        console.say(f"logs: {self.trial_dir}")
 
     def _finish(self, state: loop.LoopState, metrics_logger) -> TrialResult:
         if state.preempted:
             if self.primary:
-                print(
-                    f"[algoperf] stop requested: checkpoint saved at step {state.global_step}; "
+                console.say(
+                    f"stop requested: checkpoint saved at step {state.global_step}; "
                     "continue with --resume_last_run.",
-                    file=sys.stderr,
-                    flush=True,
+                    even_if_quiet=True,
                 )
             return TrialResult(self.trial_dir, state, None, "preempted")
         time_to_target = loop.time_to_target(self.workload, state)
@@ -641,21 +648,18 @@ class Trial:
             last = state.eval_results[-1][1] if state.eval_results else {}
             metric = f"validation/{self.workload.target_metric_name}"
             if diverged is not None:
-                print(
-                    f"[algoperf] warning: trial {self.index + 1} diverged: {diverged} "
+                console.warn(
+                    f"trial {self.index + 1} diverged: {diverged} "
                     f"(recorded in {self.trial_dir / logs.COMPLETE_FILE}; a sweep counts it "
-                    "as failed).",
-                    file=sys.stderr,
+                    "as failed)."
                 )
-            print(
-                f"[algoperf] trial {self.index + 1} "
+            console.say(
+                f"trial {self.index + 1} "
                 f"{'ended (diverged)' if diverged else 'done'}: {reason} after "
                 f"{state.global_step} steps, "
                 f"{state.accumulated_submission_time:.1f}s submission time; "
                 f"{metric} {last.get(metric, float('nan')):.4f} "
                 f"(target {self.workload.validation_target_value:g}); "
-                f"time to target: {'∞' if time_to_target is None else f'{time_to_target:.1f}s'}",
-                file=sys.stderr,
-                flush=True,
+                f"time to target: {'∞' if time_to_target is None else f'{time_to_target:.1f}s'}"
             )
         return TrialResult(self.trial_dir, state, time_to_target, reason)

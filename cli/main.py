@@ -1,15 +1,16 @@
-"""The `algoperf` command (also `python -m algoperf`): run, tune, score, check-logs, list, launch.
+"""The `algoperf` command (also `python -m algoperf`): run, tune, score, check-logs, list,
+prepare, launch.
 
 `algoperf run` with no flags trains the NAdamW reference on mnist in PyTorch. Flags keep upstream's
 names (`--submission_path`, `--tuning_ruleset`, ...); dashed spellings work too. The subcommands
-come from `cli.scoring`, `cli.listing` and `launch.cli`; this module composes them.
+come from `cli.scoring`, `cli.listing`, `cli.prepare` and `launch.cli`; this module composes them,
+and `cli.common` gives each one `--log_level` and `-q/--quiet`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import pathlib
 import sys
@@ -17,11 +18,12 @@ import time
 import traceback
 import typing
 
-from algoperf.cli import listing, scoring
+from algoperf.cli import common, listing, prepare, scoring
 from algoperf.launch import cli as launch_cli
 
+from algoperf import __version__, console
 from algoperf.config import RunConfig
-from algoperf.config_args import add_config_arguments
+from algoperf.config_args import Parser, add_config_arguments
 from algoperf.errors import StorageError, SubmissionFailed
 from algoperf.studies import SweepConfig
 
@@ -36,18 +38,20 @@ EXAMPLES = """\
 examples:
   algoperf run                                    # NAdamW on mnist, PyTorch, offline-ready
   algoperf run --framework jax --workload mnist
-  algoperf run --workload cifar --data_dir ~/data \
+  algoperf run --workload cifar --data_dir ~/data \\
       --submission_path submissions/adamw/submission_torch.py
-  algoperf run --tuning_ruleset self \
+  algoperf run --tuning_ruleset self \\
       --submission_path submissions/nadamw_self_tuning/submission_torch.py
   torchrun --standalone --nproc_per_node=4 -m algoperf run --workload cifar
   algoperf tune --rng_seed 1 --num_studies 2 --num_tuning_trials 2   # a small sweep
   algoperf list                                   # every workload, variant, target and budget
+  algoperf prepare cifar --data_dir ~/data        # download and check a dataset
+Booleans: --flag, --flag=false, --flag false, --noflag. -q/--quiet: no [algoperf] status lines.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="algoperf",
         description=(
             "AlgoPerf: time a training algorithm (a submission.py) to each workload's "
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
     )
+    parser.add_argument("--version", action="version", version=f"algoperf {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_parser = commands.add_parser(
         "run",
@@ -66,12 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(run_parser)
-    run_parser.add_argument(
-        "--log_level",
-        "--log-level",
-        default="WARNING",
-        help="python logging level (default: WARNING)",
-    )
     tune_parser = commands.add_parser(
         "tune",
         help="a sweep: studies x trials of a submission on workloads (resumable)",
@@ -81,22 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(tune_parser)
     add_config_arguments(tune_parser, SweepConfig)
-    tune_parser.add_argument("--log_level", "--log-level", default="WARNING")
     scoring.add_commands(commands)  # score, check-logs
     launch_cli.add_commands(commands)  # launch slurm|local|status|cancel
     listing.add_command(commands)  # list
+    prepare.add_command(commands)  # prepare
+    common.add_output_options(parser)  # --log_level, -q/--quiet on every subcommand
     return parser
+
+
+def _config_values(args: argparse.Namespace, config_class=RunConfig) -> dict:
+    """The config fields given on the command line; --quiet also turns the progress line off
+    unless --progress is given."""
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(config_class)
+        if hasattr(args, f.name)
+    }
+    if config_class is RunConfig and args.quiet and "progress" not in values:
+        values["progress"] = False
+    return values
 
 
 def command_run(args: argparse.Namespace) -> int:
     from algoperf.trial import run
 
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(RunConfig)
-        if hasattr(args, f.name)
-    }
+    values = _config_values(args)
     try:
         config = RunConfig(**values)
         results = run(config)
@@ -106,7 +114,7 @@ def command_run(args: argparse.Namespace) -> int:
     except (StorageError, SubmissionFailed, *USAGE_ERRORS) as error:
         return _report_failure("run", error)
     if not results:  # every trial was already complete: nothing left to do is a success
-        print("[algoperf] every trial of this run is already complete.", file=sys.stderr)
+        console.say("every trial of this run is already complete.")
     return 0
 
 
@@ -114,44 +122,38 @@ def command_tune(args: argparse.Namespace) -> int:
     from algoperf import versions
     from algoperf.studies import tune
 
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING))
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(RunConfig)
-        if hasattr(args, f.name)
-    }
-    sweep = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(SweepConfig)
-        if hasattr(args, f.name)
-    }
+    values = _config_values(args)
+    sweep = _config_values(args, SweepConfig)
     try:
         if "num_tuning_trials" not in values:
             version = versions.get_version(values.get("benchmark_version", "v1.0"))
             values["num_tuning_trials"] = version.num_trials
         ran = tune(RunConfig(**values), SweepConfig(**sweep))
     except KeyboardInterrupt:
-        print(
-            "\n[algoperf] interrupted (Ctrl-C): rerun the same command to continue the sweep.",
-            file=sys.stderr,
+        console.say(
+            "interrupted (Ctrl-C): rerun the same command to continue the sweep.",
+            newline_first=True,
+            even_if_quiet=True,
         )
         return 130
     except (StorageError, SubmissionFailed, *USAGE_ERRORS) as error:
         return _report_failure("tune", error)
-    print(
-        f"[algoperf tune] {ran} trial(s) run; finished trials are skipped on a rerun.",
-        file=sys.stderr,
-    )
+    console.say(f"{ran} trial(s) run; finished trials are skipped on a rerun.", tag="algoperf tune")
     return 0
 
 
 def main(argv: typing.Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command != "prepare":  # prepare passes a dataset's own flags through
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help()
         return 0
+    common.configure_output(args)
+    if args.command == "prepare":
+        return prepare.command_prepare(args, extras)
     if args.command in ("run", "tune"):
         code = command_run(args) if args.command == "run" else command_tune(args)
         _exit_distributed(code)
@@ -171,11 +173,11 @@ def _report_interrupt(interrupt: KeyboardInterrupt) -> None:
             where = f" {interrupt.trial_dir} has no checkpoint yet: a rerun starts it over;"
         else:
             where = f" {interrupt.trial_dir} has a checkpoint at step {interrupt.checkpoint_step};"
-    print(
-        f"\n[algoperf] interrupted (Ctrl-C):{where} rows already written to the logs are "
+    console.say(
+        f"interrupted (Ctrl-C):{where} rows already written to the logs are "
         "complete; continue with the same command plus --resume_last_run.",
-        file=sys.stderr,
-        flush=True,
+        newline_first=True,
+        even_if_quiet=True,
     )
 
 

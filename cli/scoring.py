@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from algoperf.config_args import parse_bool
+from algoperf.config_args import add_bool_argument, version_name
 
 MAX_WARNINGS = 20
 """Warnings printed by `algoperf score` before the rest are summed up in one line."""
@@ -38,16 +38,8 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 def _bool_flag(
     parser: argparse.ArgumentParser, name: str, help_text: str, default: bool = False
 ) -> None:
-    _flag(
-        parser,
-        name,
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=default,
-        metavar="BOOL",
-        help=help_text,
-    )
+    shown = "" if "default" in help_text else f" (default: {str(default).lower()})"
+    add_bool_argument(parser, name, help=help_text + shown, default=default)
 
 
 def add_commands(subparsers) -> None:
@@ -77,7 +69,13 @@ def add_commands(subparsers) -> None:
     _bool_flag(
         score, "strict", "fail on wrong workload, study or trial counts, or unreadable eval rows"
     )
-    _flag(score, "output_dir", default="scoring_results", metavar="OUT", help="output folder")
+    _flag(
+        score,
+        "output_dir",
+        default="scoring_results",
+        metavar="OUT",
+        help="output folder (default: scoring_results)",
+    )
     _flag(
         score,
         "base_submission",
@@ -100,7 +98,10 @@ def add_commands(subparsers) -> None:
     _flag(
         check,
         "benchmark_version",
+        type=version_name,
+        choices=tuple(versions.VERSIONS),
         default=None,
+        metavar="{" + ",".join(versions.VERSIONS) + "}",
         help="override the version the logs record (default: from the logs, else v1.0)",
     )
     _flag(

@@ -13,6 +13,9 @@ import pathlib
 import shutil
 import sys
 
+from algoperf import console
+from algoperf.config_args import add_bool_argument
+
 EXAMPLES = """\
 examples:
   algoperf launch slurm sweep.toml                 # one Slurm job per trial (a job array)
@@ -74,7 +77,9 @@ def add_commands(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     local.add_argument("sweep", help="sweep file (.toml/.json) or a launched sweep's folder")
-    local.add_argument("--parallel", type=int, default=1, metavar="K", help="trials at once")
+    local.add_argument(
+        "--parallel", type=int, default=1, metavar="K", help="trials at once (default: 1)"
+    )
     local.add_argument(
         "--gpus_per_trial",
         "--gpus-per-trial",
@@ -93,8 +98,7 @@ def add_commands(subparsers) -> None:
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    parser.add_argument(*names, dest=name, action="store_true", help=help_text)
+    add_bool_argument(parser, name, help=f"{help_text} (default: false)")
 
 
 def command_launch(args: argparse.Namespace) -> int:
@@ -114,7 +118,7 @@ def command_launch(args: argparse.Namespace) -> int:
 
 
 def _say(message: str) -> None:
-    print(f"[algoperf launch] {message}", file=sys.stderr, flush=True)
+    console.say(message, tag="algoperf launch")
 
 
 def _plan(sweep, retry_failed: bool, verb: str):
@@ -175,9 +179,10 @@ def command_slurm(args: argparse.Namespace) -> int:
         sweep = dataclasses.replace(sweep, partition=partition)
     state.check_experiment_dir(sweep.sweep_dir, nodes)
     if args.cluster == "slurm" and sweep.gpus_per_trial and sweep.cpus_per_trial is None:
-        _say(
-            "warning: cpus_per_trial is not set, so each job gets the cluster's default number "
-            f"of cores (often 1) for its {sweep.gpus_per_trial} GPU(s); set cpus_per_trial."
+        console.warn(
+            "cpus_per_trial is not set, so each job gets the cluster's default number "
+            f"of cores (often 1) for its {sweep.gpus_per_trial} GPU(s); set cpus_per_trial.",
+            tag="algoperf launch",
         )
     trials = _plan(sweep, args.retry_failed, "submit")
     if args.dry_run:
@@ -201,7 +206,11 @@ def command_slurm(args: argparse.Namespace) -> int:
         else:
             slurm.wait_for_queue(ids)
     except KeyboardInterrupt:
-        _say("stopped waiting; the jobs go on (`algoperf launch cancel` stops them).")
+        console.say(
+            "stopped waiting; the jobs go on (`algoperf launch cancel` stops them).",
+            tag="algoperf launch",
+            even_if_quiet=True,
+        )
         return 130
     rows = state.sweep_status(sweep)
     print(state.format_status(rows))

@@ -11,13 +11,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 
 from algoperf.launch import state, trial
 from algoperf.launch.state import LaunchError
 from algoperf.launch.sweep import Sweep, Trial
 
-from algoperf import logs
+from algoperf import console, logs
 
 
 def visible_gpus() -> list[str]:
@@ -65,11 +64,12 @@ class LocalRun:
     def _on_signal(self, signum, frame) -> None:
         del frame
         self.stop_signal = signal.Signals(signum).name
-        print(
-            f"\n[algoperf launch] {self.stop_signal}: stopping the running trials (they "
-            "checkpoint); rerun the same command to resume.",
-            file=sys.stderr,
-            flush=True,
+        console.say(
+            f"{self.stop_signal}: stopping the running trials (they checkpoint); rerun the same "
+            "command to resume.",
+            tag="algoperf launch",
+            newline_first=True,
+            even_if_quiet=True,
         )
         for process in self._active.values():
             process.request_stop(self.stop_signal)
@@ -96,7 +96,7 @@ class LocalRun:
                         extra_env=env,
                         new_session=True,
                     )
-                    print(f"[algoperf launch] {one.key}: started", file=sys.stderr, flush=True)
+                    console.say(f"{one.key}: started", tag="algoperf launch")
                     process.start()
                     self._active[slot] = process
                 if self.stop_signal is not None:
@@ -105,11 +105,7 @@ class LocalRun:
                     if process.wait(0.2):
                         outcome = process.finish()
                         self.outcomes[process.spec.key] = outcome
-                        print(
-                            f"[algoperf launch] {process.spec.key}: {outcome}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                        console.say(f"{process.spec.key}: {outcome}", tag="algoperf launch")
                         del self._active[slot]
         finally:
             for process in self._active.values():  # only after an unexpected error

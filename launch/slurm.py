@@ -22,6 +22,7 @@ import contextlib
 import io
 import pathlib
 import signal
+import sys
 import time
 
 import submitit
@@ -29,7 +30,10 @@ from algoperf.launch import state, trial
 from algoperf.launch.state import LaunchError
 from algoperf.launch.sweep import Sweep, Trial
 
+from algoperf import console
+
 SUBMITIT_DIR = "submitit"
+TAG = "algoperf launch"
 
 
 class TrialJob(submitit.helpers.Checkpointable):
@@ -47,7 +51,7 @@ class TrialJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         finished = trial.marked_finished(pathlib.Path(self.spec.trial_dir))
         if finished is not None:  # e.g. a requeued job whose trial had just ended
-            print(f"[algoperf launch] {self.spec.key} is already {finished}.", flush=True)
+            console.say(f"{self.spec.key} is already {finished}.", tag=TAG, stream=sys.stdout)
             return finished
         environment = submitit.JobEnvironment()
         process = trial.TrialProcess(
@@ -56,15 +60,15 @@ class TrialJob(submitit.helpers.Checkpointable):
         self._process = process
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop_on_signal)
-        print(f"[algoperf launch] {self.spec.key}: {' '.join(self.spec.command)}", flush=True)
+        console.say(f"{self.spec.key}: {' '.join(self.spec.command)}", tag=TAG, stream=sys.stdout)
         process.start()
         while not process.wait(1.0):
             pass
         outcome = process.finish()
-        print(f"[algoperf launch] {self.spec.key}: {outcome}", flush=True)
+        console.say(f"{self.spec.key}: {outcome}", tag=TAG, stream=sys.stdout)
         if outcome == "interrupted":
             # Slurm requeues or cancels this job itself; a result file would say it finished.
-            raise SystemExit(f"[algoperf launch] {self.spec.key} stopped with a checkpoint.")
+            raise SystemExit(f"[{TAG}] {self.spec.key} stopped with a checkpoint.")
         if outcome == "failed":
             reason = trial.read_json(pathlib.Path(self.spec.trial_dir) / trial.FAILED_FILE)
             raise RuntimeError(f"trial {self.spec.key} failed: {(reason or {}).get('reason')}")
@@ -84,10 +88,11 @@ class TrialJob(submitit.helpers.Checkpointable):
             if process.wait(self.stop_timeout_s):
                 process.finish()
             else:
-                print(
-                    f"[algoperf launch] {self.spec.key} did not stop within "
-                    f"{self.stop_timeout_s:g} s; the rerun resumes from its last checkpoint.",
-                    flush=True,
+                console.say(
+                    f"{self.spec.key} did not stop within {self.stop_timeout_s:g} s; the rerun "
+                    "resumes from its last checkpoint.",
+                    tag=TAG,
+                    stream=sys.stdout,
                 )
         return submitit.helpers.DelayedSubmission(TrialJob(self.spec, self.stop_timeout_s))
 

@@ -14,14 +14,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 from algoperf.launch import trial as trial_files
 from algoperf.launch.sweep import Sweep, Trial
 
-from algoperf import checkpoint, logs
+from algoperf import checkpoint, console, logs
 
 NODE_LOCAL_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 """Folders that are private to each machine; compute nodes other than this one cannot see them."""
@@ -188,10 +187,7 @@ def sweep_status(sweep: Sweep) -> list[TrialStatus]:
     now = time.time()
     rows = [trial_status(trial, jobs.get(trial.key), view, now) for trial in sweep.trials()]
     if view.error:
-        print(
-            f"[algoperf launch] warning: {view.error} Job states come from the files only.",
-            file=sys.stderr,
-        )
+        console.warn(f"{view.error} Job states come from the files only.", tag="algoperf launch")
     return rows
 
 

@@ -17,7 +17,7 @@ import typing
 
 from algoperf import logs, versions
 from algoperf.config import RunConfig, field_docs
-from algoperf.config_args import add_config_arguments
+from algoperf.config_args import Parser, add_config_arguments
 from algoperf.studies import SweepConfig, sweep_configs
 
 LAUNCH_DIR = "_launch"
@@ -140,7 +140,7 @@ class Sweep:
         Raises:
           ValueError: an unknown flag, a bad value, or a flag the sweep sets itself.
         """
-        parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+        parser = Parser(add_help=False, exit_on_error=False)
         add_config_arguments(parser)
         try:
             parsed, unknown = parser.parse_known_args(list(self.run_args))

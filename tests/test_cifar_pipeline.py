@@ -143,7 +143,8 @@ def test_missing_dir_raises_file_not_found_with_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         pipeline.load_splits(str(tmp_path / "nowhere"), layout="NCHW", allow_download=False)
     message = str(error.value)
-    assert "python -m algoperf.workloads.cifar.prepare" in message
+    assert "algoperf prepare cifar --data_dir DIR" in message
+    assert "downloading is off (--download false)" in message
     assert pipeline.BATCHES_DIR in message and "data_batch_1" in message
 
 

@@ -123,7 +123,7 @@ def test_a_truncated_archive_is_one_line(tmp_path):
 
 
 def test_missing_data_names_the_prepare_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m algoperf.workloads.fastmri.prepare"):
+    with pytest.raises(FileNotFoundError, match="algoperf prepare fastmri --data_dir DIR"):
         tiny_pipeline().load(str(tmp_path))
 
 

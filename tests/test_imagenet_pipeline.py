@@ -312,7 +312,7 @@ def test_fake_batch_has_the_real_format():
 
 # --- errors ----------------------------------------------------------------------------------
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"ImageNet not found .*imagenet\.prepare"):
+    with pytest.raises(FileNotFoundError, match=r"ImageNet not found .*algoperf prepare imagenet"):
         load(tmp_path)
 
 
@@ -444,16 +444,19 @@ def test_wrong_counts_are_a_one_line_error(archives, tmp_path, capsys):
     assert not (tmp_path / "data" / "imagenet" / "train" / ".complete").exists()
     argv = ["--data_dir", str(tmp_path / "data"), "--splits", "test"]
     argv += ["--v2_tar", str(archives["v2_tar"])]
-    assert prepare_module.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "expected 10,000 in 1,000" in err
+    assert prepare_module.main(argv) == 1
+    progress, err = capsys.readouterr().err.strip().splitlines()  # `algoperf prepare`'s format
+    assert progress.startswith("[algoperf prepare] ")
+    assert err.startswith("algoperf prepare imagenet: error: ")
+    assert "expected 10,000 in 1,000" in err
 
 
 def test_missing_or_unsafe_archives_are_clear_errors(archives, tmp_path, capsys):
     argv = ["--data_dir", str(tmp_path / "data"), "--archive_dir", str(tmp_path / "nowhere")]
-    assert prepare_module.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "ILSVRC2012_img_train.tar not found" in err
+    assert prepare_module.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("algoperf prepare imagenet: error: ")
+    assert "ILSVRC2012_img_train.tar not found" in err
     assert not (tmp_path / "data").exists()  # archives are checked before anything is written
     evil = tmp_path / "evil.tar"
     with tarfile.open(evil, "w") as outer:

@@ -4,8 +4,8 @@ checksummed download helper."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
-import warnings
 
 import data_utils
 import numpy as np
@@ -34,9 +34,16 @@ def fixture_dir(tmp_path):
 
 
 def load(data_dir, layout="NCHW"):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return mnist.load_splits(str(data_dir), layout=layout, allow_download=False)
+    return mnist.load_splits(str(data_dir), layout=layout, allow_download=False)
+
+
+def fallback_warnings(caplog) -> list[str]:
+    """The fallback warnings mnist's logger gave."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == mnist.__name__ and "NOT comparable" in record.getMessage()
+    ]
 
 
 def test_reads_idx_files_gz_and_plain(fixture_dir):
@@ -132,9 +139,10 @@ def test_truncated_gz_file_is_one_line_naming_it(fixture_dir):
         load(data_dir)
 
 
-def test_offline_fallback_is_loud_and_deterministic(tmp_path):
-    with pytest.warns(UserWarning, match="NOT comparable"):
+def test_offline_fallback_is_loud_and_deterministic(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
         splits = mnist.load_splits(str(tmp_path), layout="NCHW", allow_download=False)
+    assert len(fallback_warnings(caplog)) == 1
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [4000, 500, 500]
     again = mnist.fallback_splits("NCHW")
     np.testing.assert_array_equal(splits["test"].arrays["targets"], again["test"].arrays["targets"])
@@ -157,20 +165,25 @@ def test_fetch_checks_md5_and_leaves_nothing_half_written(tmp_path):
         fetch([(tmp_path / "missing").as_uri()], other, md5)
 
 
-def test_fallback_says_why(tmp_path, monkeypatch):
+def test_fallback_says_why(tmp_path, monkeypatch, caplog):
     """The warning said "could not be downloaded" even with downloading off."""
-    with pytest.warns(UserWarning) as caught:
+    with caplog.at_level(logging.WARNING):
         mnist.load_splits(str(tmp_path / "typo"), layout="NCHW", allow_download=False)
-    message = str(caught[0].message)
+    (message,) = fallback_warnings(caplog)
     assert f"--data_dir {tmp_path / 'typo'} does not exist and downloading is off" in message
     assert "could not be downloaded" not in message
+    assert "pass --download true" in message and "algoperf prepare mnist" in message
+    caplog.clear()
 
     def offline(data_dir, timeout_s):
         raise OSError("could not download train-images-idx3-ubyte.gz: no network")
 
     monkeypatch.setattr("algoperf.workloads.mnist.prepare.prepare", offline)
-    with pytest.warns(UserWarning, match=r"no MNIST idx files in .* the download failed \(could"):
+    with caplog.at_level(logging.WARNING):
         mnist.load_splits(str(tmp_path), layout="NCHW", allow_download=True)
+    (message,) = fallback_warnings(caplog)
+    assert "no MNIST idx files in" in message and "the download failed (could" in message
+    assert "pass --download true" not in message
 
 
 def stub_workload():
@@ -184,8 +197,7 @@ def test_metadata_records_the_data_actually_loaded(tmp_path, fixture_dir):
     num_train_examples 50000 for a run on the 4,000-image fallback sample."""
     workload = stub_workload()
     assert logs.workload_properties(workload)["workload.data_source"] is None  # nothing loaded
-    with pytest.warns(UserWarning, match="NOT comparable"):
-        workload.dataset(str(tmp_path / "typo"))
+    workload.dataset(str(tmp_path / "typo"))
     props = logs.workload_properties(workload)
     assert props["workload.data_source"] == (
         f"fallback sample (4000 train images): --data_dir {tmp_path / 'typo'} does not exist "
@@ -194,9 +206,7 @@ def test_metadata_records_the_data_actually_loaded(tmp_path, fixture_dir):
     assert props["workload.data_num_train_examples"] == 4000
     assert props["workload.data_num_validation_examples"] == 500
     workload = stub_workload()  # idx files, but not the 60,000: counted and named
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        workload.dataset(str(fixture_dir[0]))
+    workload.dataset(str(fixture_dir[0]))
     props = logs.workload_properties(workload)
     assert props["workload.data_num_train_examples"] == 50
     assert "with 60 training images, not 60,000" in props["workload.data_source"]

@@ -310,7 +310,7 @@ def test_a_pack_that_cannot_take_the_next_graph_closes(dataset):
 
 
 def test_missing_data_names_the_prepare_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m algoperf.workloads.ogbg.prepare"):
+    with pytest.raises(FileNotFoundError, match="algoperf prepare ogbg --data_dir DIR"):
         pipeline.Pipeline().load(str(tmp_path))
 
 

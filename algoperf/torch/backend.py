@@ -14,6 +14,8 @@ from algoperf import rng as np_rng
 from algoperf.torch.distributed import init_process_group
 from algoperf.torch.workload import unwrap
 
+log = logging.getLogger(__name__)
+
 
 class TorchBackend:
     name = "pytorch"
@@ -66,6 +68,19 @@ class TorchBackend:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.cpu().tolist()
 
+    def compile_choice(self, requested: bool | None) -> tuple[bool, str]:
+        """Whether to torch.compile, and why: `requested` (--torch_compile) if given, else on
+        for CUDA and off on CPUs, where the compiled step measured slower than eager for every
+        workload (docs/workloads.md, "Compile policy")."""
+        if requested is not None:
+            return requested, f"--torch_compile {str(requested).lower()}"
+        if self._cuda:
+            return True, "the default on CUDA devices (--torch_compile false runs eager)"
+        return False, (
+            "the default on CPUs, where the compiled step measured slower than eager "
+            "(--torch_compile true compiles)"
+        )
+
     def prepare_model(self, workload, params, *, compile_model: bool):
         """torch.compile per the workload's policy; compilation itself runs on the clock."""
         if not compile_model:
@@ -77,7 +92,7 @@ class TorchBackend:
             # which the submission calls, becomes the compiled one (its compile is on the clock).
             workload.loss_fn = torch.compile(workload.loss_fn)
         if not workload.spec.compile_model:
-            logging.info("%s: torch.compile skipped (workload policy).", workload.spec.name)
+            log.info("%s: torch.compile skipped (workload policy).", workload.spec.name)
             return params
         return torch.compile(params)
 
@@ -98,7 +113,7 @@ class TorchBackend:
             )
         skipped = [k for k, v in optimizer.items() if not hasattr(v, "state_dict")]
         if skipped:
-            logging.warning("optimizer_state entries without state_dict are not saved: %s", skipped)
+            log.warning("optimizer_state entries without state_dict are not saved: %s", skipped)
         payload = {
             "model": unwrap(variables.params).state_dict(),
             "optimizer": {k: v.state_dict() for k, v in optimizer.items() if k not in skipped},

@@ -18,6 +18,8 @@ from algoperf.workloads.cifar import SPEC
 
 from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
 
+log = logging.getLogger(__name__)
+
 MEAN = np.asarray(SPEC.train_mean, np.float32)
 STD = np.asarray(SPEC.train_stddev, np.float32)
 IMAGE_SIZE, NUM_CHANNELS, NUM_CLASSES = 32, 3, 10
@@ -31,7 +33,7 @@ NUM_TRAIN_FILE_IMAGES, NUM_TEST_IMAGES = 50_000, 10_000
 VALIDATION_FRACTION_DENOMINATOR = 10
 PAD = 4
 LAYOUTS = ("NCHW", "NHWC")
-PREPARE_COMMAND = "python -m algoperf.workloads.cifar.prepare --data_dir DIR"
+PREPARE_COMMAND = "algoperf prepare cifar --data_dir DIR"
 
 # The real files are Python-2 pickles of numpy arrays; only these globals may be loaded, so a
 # tampered file cannot run code through pickle.
@@ -132,7 +134,7 @@ def splits_from_dir(folder: pathlib.Path, layout: str) -> dict[str, ArraySplit]:
             f"few to split; run `{PREPARE_COMMAND}` to get the real dataset."
         )
     if len(train_images) != NUM_TRAIN_FILE_IMAGES or len(test_images) != NUM_TEST_IMAGES:
-        logging.warning(
+        log.warning(
             "CIFAR-10 in %s holds %d training and %d test images, not %d and %d: using %d train / "
             "%d validation / %d test. Results are NOT comparable with the benchmark.",
             folder, len(train_images), len(test_images), NUM_TRAIN_FILE_IMAGES, NUM_TEST_IMAGES,
@@ -158,20 +160,22 @@ def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str
       ValueError: a batch file is corrupt.
     """
     folder = find_batches_dir(data_dir)
+    why = "downloading is off (--download false)"
     if folder is None and allow_download:
         from algoperf.workloads.cifar.prepare import prepare
 
         try:
             prepare(data_dir)
+            why = "the download left no batch files"
         except (OSError, ValueError) as error:
-            logging.info("CIFAR-10 download failed: %s", error)
+            why = f"the download failed ({error})"
         folder = find_batches_dir(data_dir)
     if folder is None:
         files = ", ".join((*TRAIN_FILES, TEST_FILE))
         raise FileNotFoundError(
-            f"CIFAR-10 not found under {data_dir}: expected the python distribution's folder "
-            f"{BATCHES_DIR}/ ({files}) in DIR, DIR/cifar10 or DIR/{BATCHES_DIR}. Download it with "
-            f"`{PREPARE_COMMAND}` (or pass allow_download=True)."
+            f"CIFAR-10 not found under {data_dir} and {why}: expected the python distribution's "
+            f"folder {BATCHES_DIR}/ ({files}) in DIR, DIR/cifar10 or DIR/{BATCHES_DIR}. Get it "
+            f"with `{PREPARE_COMMAND}`."
         )
     return splits_from_dir(folder, layout)
 

@@ -1,16 +1,18 @@
 """Download, verify and extract the CIFAR-10 python distribution into `<data_dir>/cifar10/`.
 
-Usage: `python -m algoperf.workloads.cifar.prepare --data_dir ~/data`
-(or `algoperf datasets cifar`).
+Usage: `algoperf prepare cifar --data_dir ~/data`
+(the same as `python -m algoperf.workloads.cifar.prepare --data_dir ~/data`).
 The batch files end up in `<data_dir>/cifar10/cifar-10-batches-py/`.
 """
 
 from __future__ import annotations
 
-import argparse
 import pathlib
+import sys
 import tarfile
+from collections.abc import Callable
 
+from algoperf.data import preparing
 from algoperf.data.download import fetch
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -48,8 +50,14 @@ def missing_files(folder: pathlib.Path) -> list[str]:
     return [name for name in BATCH_FILES if not (folder / name).is_file()]
 
 
-def prepare(data_dir: str | pathlib.Path, *, timeout_s: float = 60.0) -> pathlib.Path:
+def prepare(
+    data_dir: str | pathlib.Path,
+    *,
+    timeout_s: float = 60.0,
+    log: Callable[[str], None] | None = None,
+) -> pathlib.Path:
     """Download (if needed), verify and extract CIFAR-10; returns the batch-file folder.
+    `log` (if given) hears of the download and the extraction.
 
     Raises:
       OSError: the archive could not be downloaded (e.g. no internet).
@@ -60,7 +68,11 @@ def prepare(data_dir: str | pathlib.Path, *, timeout_s: float = 60.0) -> pathlib
     if not missing_files(folder):
         return folder
     archive = target / ARCHIVE
+    if log is not None and not archive.exists():
+        log(f"downloading {URL} to {archive}")
     fetch([URL], archive, MD5, timeout_s=timeout_s)
+    if log is not None:
+        log(f"extracting {archive}")
     extract(archive, target)
     missing = missing_files(folder)
     if missing:
@@ -71,12 +83,15 @@ def prepare(data_dir: str | pathlib.Path, *, timeout_s: float = 60.0) -> pathlib
     return folder
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data_dir", "--data-dir", default="~/data")
-    args = parser.parse_args(argv)
-    print(f"CIFAR-10 ready in {prepare(args.data_dir)}")
+def main(argv=None) -> int:
+    return preparing.main(
+        argv,
+        dataset="cifar",
+        title="CIFAR-10",
+        description=__doc__,
+        prepare=lambda args: prepare(args.data_dir, log=preparing.progress),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

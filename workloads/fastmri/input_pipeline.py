@@ -48,6 +48,8 @@ from algoperf.data.pipeline import (
 )
 from algoperf.data.sharding import Shard
 
+log = logging.getLogger(__name__)
+
 DATASET_DIR = "fastmri"
 TRAIN_DIR = "knee_singlecoil_train"
 VAL_DIR = "knee_singlecoil_val"
@@ -61,7 +63,7 @@ ACCELERATION = 4
 CLIP = 6.0
 EVAL_MASK_SEED = 0
 PREPARE_COMMAND = (
-    "python -m algoperf.workloads.fastmri.prepare --data_dir DIR --archive_dir "
+    "algoperf prepare fastmri --data_dir DIR --archive_dir "
     "FOLDER_WITH_knee_singlecoil_train.tar.xz_AND_knee_singlecoil_val.tar.xz"
 )
 
@@ -189,7 +191,7 @@ def load_splits(data_dir: str) -> dict[str, Volumes]:
                 f"rebuild it with `{PREPARE_COMMAND}`."
             )
         if len(volumes) != EXPECTED_COUNTS[name]:
-            logging.warning(
+            log.warning(
                 "fastMRI %s in %s holds %d slices, not %d: results are NOT comparable with the "
                 "benchmark.", name, root, len(volumes), EXPECTED_COUNTS[name],
             )  # fmt: skip

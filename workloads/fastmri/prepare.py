@@ -1,6 +1,7 @@
 """Build fastMRI knee single-coil's splits from the NYU release archives (no network, no TF).
 
-  python -m algoperf.workloads.fastmri.prepare --data_dir ~/data --archive_dir ~/Downloads
+  algoperf prepare fastmri --data_dir ~/data --archive_dir ~/Downloads
+  (the same as `python -m algoperf.workloads.fastmri.prepare ...`)
 
 reads `knee_singlecoil_train.tar.xz` and `knee_singlecoil_val.tar.xz` (downloaded by hand from
 fastmri.med.nyu.edu after signing its data-sharing agreement; the test archive is not used) and
@@ -19,7 +20,6 @@ that upstream's setup script extracted (same names) are used as they are.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Mapping
 
 from algoperf.workloads.fastmri import input_pipeline as pipeline
+
+from algoperf.data import preparing
 
 ARCHIVES = {
     pipeline.TRAIN_DIR: "knee_singlecoil_train.tar.xz",
@@ -188,22 +190,20 @@ def prepare(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return preparing.main(
+        argv,
+        dataset="fastmri",
+        title="fastMRI",
+        description=__doc__,
+        prepare=lambda args: prepare(args.data_dir, args.archive_dir, log=preparing.progress),
+        add_arguments=lambda parser: parser.add_argument(
+            "--archive_dir",
+            "--archive-dir",
+            default=None,
+            metavar="DIR",
+            help="folder holding the two .tar.xz archives (default: DATA_DIR)",
+        ),
     )
-    parser.add_argument("--data_dir", "--data-dir", required=True)
-    parser.add_argument(
-        "--archive_dir", "--archive-dir", default=None,
-        help="folder holding the two .tar.xz archives (default: DATA_DIR)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    try:
-        root = prepare(args.data_dir, args.archive_dir)
-    except (OSError, ValueError) as error:
-        print(f"algoperf.workloads.fastmri.prepare: error: {error}", file=sys.stderr)
-        return 1
-    print(f"fastMRI ready in {root}; train with --data_dir {args.data_dir}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from algoperf.data import loader
 from algoperf.data.pipeline import InputPipeline, PipelineOptions, check_split, whole_number_option
 from algoperf.data.sharding import Shard
 
+log = logging.getLogger(__name__)
+
 IMAGE_SIZE = 224
 NUM_CLASSES = 1000
 NUM_CHANNELS = 3
@@ -59,7 +61,7 @@ V2_RELEASE_DIR = "imagenetv2-matched-frequency-format-val"  # the folder the v2 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 LAYOUTS = ("NCHW", "NHWC")
 PREPARE_COMMAND = (
-    "python -m algoperf.workloads.imagenet.prepare --data_dir DIR --archive_dir "
+    "algoperf prepare imagenet --data_dir DIR --archive_dir "
     "FOLDER_WITH_THE_ILSVRC2012_AND_IMAGENETV2_TARBALLS"
 )
 
@@ -353,7 +355,7 @@ class ImageNetSplits:
 
 def _warn_if_not_full(folder: pathlib.Path, split: str, count: int) -> None:
     if count != EXPECTED_COUNTS[split]:
-        logging.warning(
+        log.warning(
             "ImageNet %s in %s holds %d images, not %d: results are NOT comparable with the "
             "benchmark.", split, folder, count, EXPECTED_COUNTS[split],
         )  # fmt: skip

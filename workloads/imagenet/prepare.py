@@ -1,6 +1,7 @@
 """Build the ImageNet folders the input pipeline reads, from the official tarballs (no network).
 
-  python -m algoperf.workloads.imagenet.prepare --data_dir ~/data --archive_dir ~/Downloads
+  algoperf prepare imagenet --data_dir ~/data --archive_dir ~/Downloads
+  (the same as `python -m algoperf.workloads.imagenet.prepare ...`)
 
 reads (names as distributed; each can be given explicitly with --train_tar, --val_tar, --devkit,
 --v2_tar):
@@ -18,7 +19,6 @@ a rerun skips what is done.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import pathlib
@@ -28,6 +28,8 @@ import sys
 import tarfile
 
 from algoperf.workloads.imagenet import input_pipeline as pipeline
+
+from algoperf.data import preparing
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -291,13 +293,9 @@ def prepare(
     return root
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data_dir", "--data-dir", default="~/data")
+def _add_arguments(parser) -> None:
     parser.add_argument(
-        "--archive_dir", "--archive-dir", default=None,
+        "--archive_dir", "--archive-dir", default=None, metavar="DIR",
         help="folder holding the four archives under their distributed names (default: DATA_DIR)",
     )  # fmt: skip
     for flag, name in (
@@ -307,26 +305,35 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--splits", default=",".join(SPLITS), help="comma-separated subset of " + ",".join(SPLITS)
     )
-    args = parser.parse_args(argv)
+
+
+def _prepare(args) -> pathlib.Path:
     folder = pathlib.Path(args.archive_dir or args.data_dir).expanduser()
 
     def archive(given, name):
         return given if given is not None else folder / name
 
-    try:
-        root = prepare(
-            args.data_dir,
-            train_tar=archive(args.train_tar, TRAIN_TAR),
-            val_tar=archive(args.val_tar, VAL_TAR),
-            devkit=archive(args.devkit, DEVKIT),
-            v2_tar=archive(args.v2_tar, V2_TAR),
-            splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
-        )
-    except (OSError, ValueError) as error:
-        print(f"imagenet prepare: error: {error}", file=sys.stderr)
-        return 2
-    print(f"ImageNet ready in {root}")
-    return 0
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    preparing.progress(f"building {', '.join(splits)} from the archives in {folder}")
+    return prepare(
+        args.data_dir,
+        train_tar=archive(args.train_tar, TRAIN_TAR),
+        val_tar=archive(args.val_tar, VAL_TAR),
+        devkit=archive(args.devkit, DEVKIT),
+        v2_tar=archive(args.v2_tar, V2_TAR),
+        splits=splits,
+    )
+
+
+def main(argv=None) -> int:
+    return preparing.main(
+        argv,
+        dataset="imagenet",
+        title="ImageNet",
+        description=__doc__,
+        prepare=_prepare,
+        add_arguments=_add_arguments,
+    )
 
 
 if __name__ == "__main__":

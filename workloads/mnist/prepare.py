@@ -1,14 +1,16 @@
 """Download and verify the MNIST distribution files (idx format) into `<data_dir>/mnist/`.
 
-Usage: `python -m algoperf.workloads.mnist.prepare --data_dir ~/data`
-(or `algoperf datasets mnist`).
+Usage: `algoperf prepare mnist --data_dir ~/data`
+(the same as `python -m algoperf.workloads.mnist.prepare --data_dir ~/data`).
 """
 
 from __future__ import annotations
 
-import argparse
 import pathlib
+import sys
+from collections.abc import Callable
 
+from algoperf.data import preparing
 from algoperf.data.download import fetch
 
 MIRRORS = (
@@ -24,8 +26,14 @@ FILES = {
 }
 
 
-def prepare(data_dir: str | pathlib.Path, *, timeout_s: float = 20.0) -> pathlib.Path:
+def prepare(
+    data_dir: str | pathlib.Path,
+    *,
+    timeout_s: float = 20.0,
+    log: Callable[[str], None] | None = None,
+) -> pathlib.Path:
     """Download the missing files to `<data_dir>/mnist` and verify all four; returns that folder.
+    `log` (if given) hears of each download.
 
     Raises:
       OSError: a file could not be downloaded (e.g. no internet).
@@ -33,16 +41,21 @@ def prepare(data_dir: str | pathlib.Path, *, timeout_s: float = 20.0) -> pathlib
     """
     target = pathlib.Path(data_dir).expanduser() / "mnist"
     for name, md5 in FILES.items():
+        if log is not None and not (target / name).exists():
+            log(f"downloading {name} to {target}")
         fetch([mirror + name for mirror in MIRRORS], target / name, md5, timeout_s=timeout_s)
     return target
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data_dir", "--data-dir", default="~/data")
-    args = parser.parse_args(argv)
-    print(f"MNIST ready in {prepare(args.data_dir)}")
+def main(argv=None) -> int:
+    return preparing.main(
+        argv,
+        dataset="mnist",
+        title="MNIST",
+        description=__doc__,
+        prepare=lambda args: prepare(args.data_dir, log=preparing.progress),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -59,7 +59,7 @@ EDGES_PER_GRAPH = 56
 """Directed-edge budget per graph slot (upstream's 56·b per device)."""
 ARRAYS = ("node_feat", "edge_feat", "edge_index", "node_offsets", "edge_offsets", "labels")
 SPLIT_FILE = "split.json"
-PREPARE_COMMAND = "python -m algoperf.workloads.ogbg.prepare --data_dir DIR"
+PREPARE_COMMAND = "algoperf prepare ogbg --data_dir DIR"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Build ogbg-molpcba's train/validation/test splits from OGB's own release, without TFDS or RDKit.
 
-Usage:
-  python -m algoperf.workloads.ogbg.prepare --data_dir ~/data                   # downloads pcba.zip
-  python -m algoperf.workloads.ogbg.prepare --data_dir ~/data --archive_dir DIR # DIR holds pcba.zip
+Usage (the same as `python -m algoperf.workloads.ogbg.prepare ...`):
+  algoperf prepare ogbg --data_dir ~/data                     # downloads pcba.zip
+  algoperf prepare ogbg --data_dir ~/data --archive_dir DIR   # DIR holds pcba.zip
 
 The release (`pcba.zip`, the OGB project's download for ogbg-molpcba) holds gzipped CSVs: under
 `pcba/raw/` the atom features (9 per atom), the bonds (two atom indices within their graph, one
@@ -16,7 +16,6 @@ directed edges of every bond when it builds batches.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import pathlib
@@ -28,6 +27,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from algoperf.workloads.ogbg import input_pipeline as pipeline
 
+from algoperf.data import preparing
 from algoperf.data.download import fetch
 from algoperf.data.packing import ragged_positions
 
@@ -223,21 +223,19 @@ def _progress(log: Callable[[str], None]):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return preparing.main(
+        argv,
+        dataset="ogbg",
+        title="ogbg-molpcba",
+        description=__doc__,
+        prepare=lambda args: prepare(args.data_dir, args.archive_dir, log=preparing.progress),
+        add_arguments=lambda parser: parser.add_argument(
+            "--archive_dir",
+            "--archive-dir",
+            metavar="DIR",
+            help=f"a folder holding {ARCHIVE} (else it is downloaded)",
+        ),
     )
-    parser.add_argument("--data_dir", "--data-dir", required=True)
-    parser.add_argument(
-        "--archive_dir", "--archive-dir", help=f"a folder holding {ARCHIVE} (else it is downloaded)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        root = prepare(args.data_dir, args.archive_dir)
-    except (OSError, ValueError) as error:
-        print(f"algoperf.workloads.ogbg.prepare: error: {error}", file=sys.stderr)
-        return 1
-    print(f"ogbg-molpcba ready in {root}; train with --data_dir {args.data_dir}")
-    return 0
 
 
 if __name__ == "__main__":
