@@ -7,9 +7,11 @@ import dataclasses
 import hashlib
 import importlib.util
 import inspect
+import keyword
 import os
 import pathlib
 import sys
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 
@@ -61,12 +63,79 @@ def _accepts(function: Callable, count: int) -> bool:
     return True
 
 
+def repository_root(path: pathlib.Path) -> pathlib.Path | None:
+    """The folder a submission's absolute imports start from (docs/rules.md, "Submission API").
+
+    The working directory, as upstream's runner, when the file lies under it and the working
+    directory is not above the file's git repository; otherwise that repository's root (a
+    folder holding `.git`); None when neither holds the file.
+    """
+    cwd = pathlib.Path.cwd().resolve()
+    repository = next((p for p in path.parents if (p / ".git").exists()), None)
+    if path.is_relative_to(cwd) and (repository is None or cwd.is_relative_to(repository)):
+        return cwd
+    return repository
+
+
+def _module_name(path: pathlib.Path, root: pathlib.Path | None) -> str | None:
+    """`path`'s dotted name: `algoperf.submissions.<...>` for a reference submission of this
+    package, else its name under `root` (`submissions.self_tuning.mine.submission`); None when
+    a part of it is no Python identifier."""
+    installed = importlib.util.find_spec("algoperf.submissions").submodule_search_locations
+    for location in map(pathlib.Path, installed or []):
+        if path.is_relative_to(location.resolve()):
+            root, prefix = location.resolve(), ("algoperf", "submissions")
+            break
+    else:
+        prefix = ()
+    if root is None:
+        return None
+    parts = (*prefix, *path.relative_to(root).with_suffix("").parts)
+    if all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
+        return ".".join(parts)
+    return None
+
+
+def _is_file(module_spec, path: pathlib.Path) -> bool:
+    origin = getattr(module_spec, "origin", None)
+    return origin is not None and pathlib.Path(origin).resolve() == path
+
+
+def _find_by_name(name: str, path: pathlib.Path) -> bool:
+    """Whether importing `name` would run the file at `path` (and nothing shadows it)."""
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return _is_file(getattr(loaded, "__spec__", None), path)
+    try:
+        return _is_file(importlib.util.find_spec(name), path)
+    except (ImportError, ValueError):  # a parent is missing, or is a module, not a package
+        return False
+
+
 def _import(path: pathlib.Path) -> ModuleType:
-    # Sibling modules and the working directory must be importable (docs/rules.md,
-    # "Submission API").
-    for folder in (str(path.parent), os.getcwd()):
+    """Import the submission as upstream's runner does: by its dotted path from its repository's
+    root, so `from .helpers import x` and `from submissions.<...>.helpers import x` work and give
+    the same module; a file outside any root loads from its location under a private name.
+    Its folder goes on `sys.path` too, for a vendored package beside it."""
+    root = repository_root(path)
+    for folder in (str(path.parent), os.getcwd(), *([str(root)] if root else [])):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    name = _module_name(path, root)
+    if name is not None:
+        if _find_by_name(name, path):
+            try:
+                return importlib.import_module(name)
+            except Exception as error:
+                sys.modules.pop(name, None)
+                raise _import_failed(path, error) from error
+        warnings.warn(
+            f"submission {path}: `{name}` does not import this file (another "
+            f"`{name.split('.')[0]}` package comes first, or a parent package fails to import); "
+            f"loading it by its location, so its relative imports and imports through {root} "
+            "may fail",
+            stacklevel=3,
+        )
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"algoperf_submission_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -76,10 +145,14 @@ def _import(path: pathlib.Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
-        raise SubmissionError(
-            f"submission {path}: importing it failed with {type(error).__name__}: {error}"
-        ) from error
+        raise _import_failed(path, error) from error
     return module
+
+
+def _import_failed(path: pathlib.Path, error: Exception) -> SubmissionError:
+    return SubmissionError(
+        f"submission {path}: importing it failed with {type(error).__name__}: {error}"
+    )
 
 
 def load_submission(path: str | os.PathLike) -> Submission:
