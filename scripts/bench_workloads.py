@@ -1,4 +1,6 @@
-"""Train-step time per workload: PyTorch compiled and eager over JAX (jitted), on the CPU.
+"""Train-step time per workload: PyTorch compiled and eager over JAX (jitted), on the CPU (or on
+the GPU where there is one: both frameworks place the model and batch on their default device,
+and a CUDA step is timed to its synchronisation).
 
 A step is forward (the workload's `model_fn`, TRAIN mode), the workload's `loss_fn`, backward and
 one AdamW step (lr 1e-3; torch.optim.AdamW / optax.adamw), on one cached `fake_batch` of the same
@@ -86,7 +88,8 @@ def torch_stepper(case: Case, args, compiled: bool):
     model, model_state = workload.init_model_fn(np_rng.prng_key(0))
     params = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    batch = to_torch(numpy_batch(case, args.batch, "NCHW", args.image_size), torch.device("cpu"))
+    device = next(model.parameters()).device  # the workload's: a GPU where there is one
+    batch = to_torch(numpy_batch(case, args.batch, "NCHW", args.image_size), device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -97,6 +100,7 @@ def torch_stepper(case: Case, args, compiled: bool):
         losses = workload.loss_fn(batch["targets"], logits, batch["weights"])
         (losses["summed"] / losses["n_valid_examples"]).backward()
         optimizer.step()
+        synchronize(device)
 
     return step
 
@@ -150,14 +154,15 @@ def torch_eval_seconds(case: Case, args) -> float:
     workload = load(case, "pytorch", args.image_size)
     model, model_state = workload.init_model_fn(np_rng.prng_key(0))
     params = torch.compile(model)
-    batch = numpy_batch(case, args.eval_batch, "NCHW", args.image_size)
-    batch = to_torch(batch, torch.device("cpu"))
+    device = next(model.parameters()).device
+    batch = to_torch(numpy_batch(case, args.eval_batch, "NCHW", args.image_size), device)
 
     def step():
         logits, _ = workload.model_fn(
             params, batch, model_state, spec.ForwardPassMode.EVAL, None, False
         )
         workload.eval_outputs(logits, batch)
+        synchronize(device)
 
     timed(step, args.warmup)
     return statistics.median(timed(step, args.steps))
@@ -215,6 +220,14 @@ def host_metric_cost(case: Case, workload_spec, budget) -> str:
         f"; host mAP on {shape[0]:,} graphs {seconds:.2f} s = "
         f"{seconds / budget.eval_period_time_sec:.4f} of the period"
     )
+
+
+def synchronize(device) -> None:
+    """A CUDA step is timed to its end, not to its launch."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed(step, count: int) -> list[float]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks that CPU CI cannot make, for a machine with ONE NVIDIA GPU (about 5 minutes):
+# GPU checks that CPU CI cannot make, for a machine with ONE NVIDIA GPU (about 8 minutes):
 #   A  checkpoint/resume parity on CUDA (tests/test_resume.py: pytorch and jax, deterministic)
 #   B  the DDP code path on NCCL (scripts/ddp_one_rank.py, world size 1) gives the same eval rows
 #      as a plain process, deterministic eager mnist
@@ -10,6 +10,8 @@
 #   G  library use on CUDA: examples/plain_pytorch_loop.py (pinned device batches, evaluate)
 #   H  ogbg's full-size GNN on its fixture: ms/step PyTorch compiled, eager and JAX (steps
 #      101-200 of each run's submission time), so compiled/eager and PyTorch/JAX on a GPU
+#   I  fastmri's full-size U-Net at 320x320, 8 slices per step: ms/step PyTorch compiled, eager
+#      and JAX (scripts/bench_workloads.py on the GPU) and the eval-cost line
 # Usage: bash scripts/gpu_check.sh [OUT_DIR]   (log in OUT_DIR/log.txt; default /tmp/gpu_check)
 # Needs python3 with torch (CUDA), jax and the project's dependencies; wheels of any missing
 # pure-python ones (torchdata, mlxtend) can sit in .devcheck/whl/ and are installed first.
@@ -25,7 +27,7 @@ if compgen -G ".devcheck/whl/*.whl" >/dev/null; then
 fi
 nvidia-smi -L
 python3 -c "import torch, jax; print('torch', torch.__version__, torch.cuda.is_available(), 'jax', jax.__version__, jax.devices())"
-python3 -c "import pathlib; from workloads.mnist.input_pipeline import write_random_files as w; w(pathlib.Path('/tmp/rand/mnist'))"
+python3 -c "import pathlib; from algoperf.workloads.mnist.input_pipeline import write_random_files as w; w(pathlib.Path('/tmp/rand/mnist'))"
 exp=/tmp/gpu_check_exp
 common=(--download false --progress false --experiment_dir "$exp" --overwrite)
 det=(--data_dir /tmp/rand --rng_seed 3 --max_global_steps 300 --eval_every_steps 100 --deterministic --torch_compile false)
@@ -74,7 +76,7 @@ echo "== G: library use on the GPU (examples/plain_pytorch_loop.py, offline mnis
 t 120 python3 examples/plain_pytorch_loop.py --steps 300 --data_dir /tmp/gpu_check_nodata 2>&1 | tail -2
 
 echo "== H: ogbg full-size GNN on the GPU (fixture graphs, batch 512): compiled, eager, JAX"
-python3 -c "import pathlib; from workloads.ogbg import fixture; fixture.write_fixture(pathlib.Path('/tmp/rand/ogbg'))"
+python3 -c "import pathlib; from algoperf.workloads.ogbg import fixture; fixture.write_fixture(pathlib.Path('/tmp/rand/ogbg'))"
 ogbg=(--workload ogbg --data_dir /tmp/rand/ogbg --rng_seed 3 --max_global_steps 200 --eval_every_steps 100 "${common[@]}")
 t 240 python3 -m algoperf run "${ogbg[@]}" --experiment_name ogbg_compiled 2>&1 | tail -1
 t 180 python3 -m algoperf run "${ogbg[@]}" --torch_compile false --experiment_name ogbg_eager 2>&1 | tail -1
@@ -91,3 +93,7 @@ compiled, eager, jax = (ms_per_step(n, f) for n, f in
 print(f"H ogbg ms/step: compiled {compiled:.2f}, eager {eager:.2f}, jax {jax:.2f}; "
       f"compiled/eager {compiled / eager:.2f}, compiled/jax {compiled / jax:.2f}")
 PY
+
+echo "== I: fastmri full-size U-Net on the GPU (320x320, batch 8): compiled, eager, JAX, eval cost"
+t 400 python3 scripts/bench_workloads.py --workloads fastmri --image_size 320 --batch 8 \
+  --steps 10 --rounds 3 --pipeline_batches 0 --eval_batch 32 2>&1 | grep -v "^[WI][0-9]" | tail -4
