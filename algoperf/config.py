@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import os
 import pathlib
@@ -81,7 +82,14 @@ class RunConfig:
     """Deterministic kernels and single-threaded reductions (slower; for reproducibility
     checks)."""
     progress: bool = True
-    """Show a progress line (step, submission time, budget left, last eval)."""
+    """Show a progress line (step, submission time, budget left, throughput, memory, last
+    eval)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files into each trial folder (eval metrics, the submission's
+    logged scalars, step time, throughput, memory, MFU); `--tensorboard false` turns them off."""
+    use_wandb: bool = False
+    """Also log those scalars to Weights & Biases (needs `pip install algoperf[wandb]`;
+    WANDB_MODE=offline keeps the run on disk)."""
 
     def __post_init__(self):
         if self.framework not in _SUBMISSION_FILES:
@@ -110,6 +118,8 @@ class RunConfig:
         if end is not None and not (start or 0) < end <= self.num_tuning_trials:
             raise ValueError("--hparam_end_index must lie in (start, num_tuning_trials].")
         versions.get_version(self.benchmark_version)
+        if self.use_wandb and importlib.util.find_spec("wandb") is None:
+            raise ValueError("--use_wandb needs the wandb package: pip install algoperf[wandb]")
         self.workload_option_values  # noqa: B018 (raises on a malformed --workload_options)
         if self.submission_path is not None and not os.path.isfile(self.submission_path):
             raise ValueError(f"--submission_path {self.submission_path}: no such file.")

@@ -175,9 +175,12 @@ def _write_csv(handle, *, columns: list[str], rows: list[dict]) -> None:
     writer.writerows(rows)
 
 
-def write_atomically(path: pathlib.Path, write: Callable[[Any], None]) -> None:
+def write_atomically(
+    path: pathlib.Path, write: Callable[[Any], None], *, binary: bool = False
+) -> None:
     """`write(handle)` into a temp file beside `path`, renamed over it: a reader never sees half
-    a file, and a failure leaves neither a temp file nor a changed `path`.
+    a file, and a failure leaves neither a temp file nor a changed `path`. The handle is a text
+    one, or a bytes one with `binary`.
 
     Raises:
       StorageError: the file system refused (the message names `path` and what to do).
@@ -188,7 +191,7 @@ def write_atomically(path: pathlib.Path, write: Callable[[Any], None]) -> None:
     except OSError as error:
         raise storage_error(error, path, "writing") from None
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as handle:
             os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide logs from others
             write(handle)
         os.replace(tmp, path)
@@ -288,12 +291,17 @@ class CSVLog:
 
 
 class MetricsLogger:
-    """What submissions reach as `workload.metrics_logger` (rank 0 only, as upstream)."""
+    """What submissions reach as `workload.metrics_logger` (rank 0 only, as upstream).
 
-    def __init__(self, trial_dir: pathlib.Path, preemption_count: int = 0) -> None:
+    Every row also goes to `sinks` (TensorBoard, W&B: `algoperf.sinks.Sinks`), with the CSV
+    column names as tags; `finish` closes them.
+    """
+
+    def __init__(self, trial_dir: pathlib.Path, preemption_count: int = 0, sinks=None) -> None:
         make_dir(trial_dir)
         self.trial_dir = trial_dir
         self.preemption_count = preemption_count
+        self.sinks = sinks
         self._eval = CSVLog(trial_dir / EVAL_FILE)
         self._all = CSVLog(trial_dir / ALL_FILE)
 
@@ -312,9 +320,13 @@ class MetricsLogger:
         self._all.append(row)
         if is_eval:
             self._eval.append(row)
+        if self.sinks is not None:
+            self.sinks.scalars(metrics, global_step)
 
     def finish(self) -> None:
-        """Upstream's logger API; files are closed after every row, nothing to flush."""
+        """Upstream's logger API: CSV files are closed after every row; the sinks close here."""
+        if self.sinks is not None:
+            self.sinks.close()
 
 
 def _git(*args: str) -> str | None:

@@ -18,7 +18,18 @@ import threading
 import time
 from typing import Any
 
-from algoperf import checkpoint, console, logs, loop, rng, search_space, trial_lock, versions
+from algoperf import (
+    checkpoint,
+    console,
+    logs,
+    loop,
+    rng,
+    search_space,
+    sinks,
+    telemetry,
+    trial_lock,
+    versions,
+)
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
@@ -347,6 +358,8 @@ class Trial:
         # Both may change on a resume (the point and seed the trial started with win).
         self.hyperparameters, self.run_seed = plan.hyperparameters, plan.run_seed
         self.primary = backend.rank == 0
+        self.sinks = sinks.Sinks()
+        """TensorBoard and W&B (rank 0; opened with the logs, closed when the trial ends)."""
 
     def _write_setup_files(self, trial_seed: int, preemption_count: int = 0) -> None:
         hparams_path = self.trial_dir / "hparams.json"
@@ -406,6 +419,7 @@ class Trial:
         except KeyboardInterrupt:
             raise Interrupted(self.trial_dir, _checkpoint_step(self.trial_dir)) from None
         finally:
+            self.sinks.close()  # flushed and closed however the trial ended
             if lock is not None:
                 lock.release()
 
@@ -427,6 +441,19 @@ class Trial:
             enabled=self.config.progress and self.primary,
             budget_sec=self.budget_sec,
             target=f"{self.workload.validation_target_value:g}",
+        )
+        monitor = telemetry.Monitor(
+            progress=progress,
+            sinks=self.sinks,
+            make_meter=telemetry.meter_factory(
+                framework=self.config.framework,
+                backend=backend,
+                workload=self.workload,
+                variables=variables,
+                global_batch_size=self.batch_size,
+                state=state,
+                primary=self.primary,
+            ),
         )
         self._announce(trial_seed, state)
         save = functools.partial(self._save, trial_seed=trial_seed, input_queue=input_queue)
@@ -450,17 +477,17 @@ class Trial:
                         on_eval=functools.partial(
                             self._on_eval,
                             metrics_logger=metrics_logger,
-                            progress=progress,
+                            progress=monitor,
                             save=save,
                         ),  # fmt: skip
-                        on_step=progress.step,
+                        on_step=monitor.step,
                         stop_requested=stop.requested,
                         on_stop=save,
                     ),
                     schedule=EvalSchedule(backend.agree_max if backend.world_size > 1 else None),
                 )
             finally:
-                progress.close()
+                monitor.close()
         if state.preempted and stop.interrupted:
             raise Interrupted(self.trial_dir, state.global_step)
         if not state.preempted and self.config.save_checkpoints:
@@ -534,6 +561,7 @@ class Trial:
             saved_at=time.time(),
         )
         if self.primary:
+            self.sinks.checkpointed(state.global_step)  # where a resume cuts the event files
             checkpoint.save(self.trial_dir, self.backend, variables, state, meta)
         self.backend.barrier()
 
@@ -567,7 +595,29 @@ class Trial:
             (self.trial_dir / logs.COMPLETE_FILE).unlink(missing_ok=True)
         preemption_count = restored_state.preemption_count if restored_state else 0
         self._write_setup_files(trial_seed, preemption_count)
-        return logs.MetricsLogger(self.trial_dir, preemption_count)
+        self.sinks = sinks.open_sinks(
+            self.trial_dir,
+            resumed_step=restored_state.global_step if restored_state else None,
+            tensorboard=self.config.tensorboard,
+            wandb_run=self._wandb_run(trial_seed, preemption_count),
+        )
+        return logs.MetricsLogger(self.trial_dir, preemption_count, self.sinks)
+
+    def _wandb_run(self, trial_seed: int, preemption_count: int) -> dict | None:
+        """The W&B run of this attempt (`--use_wandb`), or None."""
+        if not self.config.use_wandb:
+            return None
+        hp = self.hyperparameters
+        extra = {
+            "hyperparameters": None if hp is None else search_space.hparams_to_json(hp),
+            "trial_index": self.index + 1,
+            "trial_seed": trial_seed,
+            "global_batch_size": self.batch_size,
+            "submission_path": str(self.submission.path),
+        }
+        return sinks.wandb_run_args(
+            self.config, trial_index=self.index, preemption_count=preemption_count, extra=extra
+        )
 
     def _restore_eval_rows(self, state: loop.LoopState) -> None:
         """Make eval_measurements.csv hold exactly the checkpoint's evals, so the resumed run

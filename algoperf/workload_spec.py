@@ -97,6 +97,10 @@ class WorkloadSpec:
     train_stddev: Any = None
     requires_sync_before_eval: bool = False
     """Average model state across ranks before each eval (per-rank BN statistics)."""
+    tokens_per_example: int | None = None
+    """A sequence workload's tokens per example: the sequence positions the model computes on,
+    padding included (counting real tokens would read every batch on the host). Throughput is
+    then also reported in tokens/s; None for a workload that is not a sequence workload."""
     num_params: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     """Trainable parameters of the full-size model per framework: framework -> (elements,
     tensors), as upstream's models have them (where upstream's frameworks differ, ours differ
@@ -114,6 +118,8 @@ class WorkloadSpec:
             )
         if self.eval_batch_size <= 0 or self.num_train_examples <= 0:
             raise ValueError(f"WorkloadSpec {self.name}: sizes must be positive.")
+        if self.tokens_per_example is not None and self.tokens_per_example <= 0:
+            raise ValueError(f"WorkloadSpec {self.name}: tokens_per_example must be positive.")
         object.__setattr__(self, "budgets", MappingProxyType(dict(self.budgets)))
         object.__setattr__(self, "model_kwargs", MappingProxyType(dict(self.model_kwargs)))
         for framework, counts in self.num_params.items():
