@@ -9,7 +9,13 @@ runner's cost alone (the data loader's cost is measured by scripts/bench_dataloa
 alternate step by step in one run: the runner's `on_step` hook runs one bare step after each
 runner step, so drift on a shared machine hits both alike.
 
-Usage: .venv/bin/python scripts/bench_overhead.py [--scale 1.0] [--quick]
+--logs adds what a run's rank 0 adds to the runner path: `csv` attaches the metrics logger (the
+submission logs loss and grad norm every 100 steps, inside its timed step, to measurements.csv);
+`tensorboard` also writes those rows to a TensorBoard event file and makes the runner's per-step
+hook the trial's `telemetry.Monitor` (samples every 10 s), called where its cost falls into the
+runner's next step, as in a run. `csv` is a run before the sinks existed, `tensorboard` one now.
+
+Usage: .venv/bin/python scripts/bench_overhead.py [--scale 1.0] [--quick] [--logs none]
 Prints one line per case (with the median per-pair ratio as a noise check) and, last,
 `worst ratio: X.XXX` (goal <= 1.02), the worst ratio of medians.
 """
@@ -18,20 +24,23 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import pathlib
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 
 import torch
 
+from algoperf import logs, search_space, sinks, telemetry, workloads
 from algoperf import rng as np_rng
-from algoperf import search_space, workloads
 from algoperf.backend import get_backend
 from algoperf.clock import Clock
 from algoperf.config import PACKAGE_ROOT
 from algoperf.loop import LoopHooks, LoopSettings, LoopState, TrainVars, train_loop
 from algoperf.process import configure_process
+from algoperf.progress import Progress
 from algoperf.submission import load_submission
 from algoperf.torch.workload import to_torch
 
@@ -74,8 +83,23 @@ class Case:
     ratio holds only what the runner adds.
     """
 
-    def __init__(self, name: str, batch, compiled: bool):
+    def __init__(self, name: str, batch, compiled: bool, log_mode="none", log_dir=None):
         self.workload = without_eval(workloads.load(name, "pytorch"))
+        self.monitor = None
+        if log_mode != "none":  # what a run's rank 0 adds (see --logs)
+            trial_sinks = sinks.Sinks()
+            if log_mode == "tensorboard":
+                trial_sinks = sinks.Sinks([sinks.TensorBoardSink(log_dir)])
+            self.workload.attach_metrics_logger(logs.MetricsLogger(log_dir, 0, trial_sinks))
+        if log_mode == "tensorboard":
+            self.monitor = telemetry.Monitor(
+                progress=Progress(enabled=False, budget_sec=1e9, target=""),
+                sinks=trial_sinks,
+                make_meter=lambda: telemetry.Meter(
+                    global_batch_size=len(batch["targets"]),
+                    memory=lambda: {telemetry.HOST_RSS: telemetry.host_rss_gib()},
+                ),
+            )
         self.submission = load_submission(SUBMISSION)
         self.hp = hyperparameters()
         self.batch = batch
@@ -127,6 +151,8 @@ class Case:
             end = time.time()
             bare_times.append(end - start)
             last_end[0] = end
+            if self.monitor is not None:  # after `end`: billed to the runner's next step
+                self.monitor.step(loop_state, now)
 
         settings = LoopSettings(
             budget_sec=1e9,
@@ -153,23 +179,27 @@ class Case:
         return runner_times, bare_times
 
 
-def measure(name, batch_size, steps, compiled, warmup) -> tuple[float, float, float]:
+def measure(name, batch_size, steps, compiled, warmup, log_mode="none"):
     """Medians of the runner's and the bare loop's step times over `steps` alternating steps
     (after `warmup` pairs: compilation, allocator, caches), and the median of the per-pair
-    ratios (runner step / the bare step right after it).
+    ratios (runner step / the bare step right after it), and the ratio of the mean step times.
 
-    The pair ratio is printed as a noise check: drift between pairs cancels in it, so where it
-    and the ratio of medians disagree, the machine's noise (a cifar step varies by ~10% from
-    step to step on a shared 2-core VM) is larger than the runner's cost.
+    The ratio of means counts work done every N steps (the submission's logging: every 100),
+    which medians leave out; it is noisier. The pair ratio is printed as a noise check: drift
+    between pairs cancels in it, so where it and the ratio of medians disagree, the machine's
+    noise (a cifar step varies by ~10% from step to step on a shared 2-core VM) is larger than
+    the runner's cost.
     """
     from algoperf import workloads
 
     batch = to_torch(workloads.load(name, "pytorch").fake_batch(batch_size), torch.device("cpu"))
-    case = Case(name, batch, compiled)
-    runner, bare = case.interleaved(warmup + steps)
+    with tempfile.TemporaryDirectory() as folder:
+        case = Case(name, batch, compiled, log_mode, pathlib.Path(folder))
+        runner, bare = case.interleaved(warmup + steps)
     runner, bare = runner[warmup:], bare[warmup:]
     paired = statistics.median(r / b for r, b in zip(runner, bare))
-    return statistics.median(runner), statistics.median(bare), paired
+    means = statistics.fmean(runner) / statistics.fmean(bare)
+    return statistics.median(runner), statistics.median(bare), paired, means
 
 
 def main(argv=None) -> int:
@@ -178,6 +208,12 @@ def main(argv=None) -> int:
         "--scale", type=float, default=1.0, help="multiplies the measured steps of every case"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run (--scale 0.05)")
+    parser.add_argument(
+        "--logs",
+        choices=("none", "csv", "tensorboard"),
+        default="none",
+        help="what the runner path also logs (see the module docstring)",
+    )
     parser.add_argument(
         "--cases",
         default="",
@@ -193,14 +229,15 @@ def main(argv=None) -> int:
         mode = "compiled" if compiled else "eager"
         if wanted and f"{name}-{mode}" not in wanted:
             continue
-        runner, bare, paired = measure(
-            name, batch_size, max(int(steps * scale), 3), compiled, warmup
+        runner, bare, paired, means = measure(
+            name, batch_size, max(int(steps * scale), 3), compiled, warmup, args.logs
         )
         ratio = runner / bare
         worst = max(worst, ratio)
         print(
             f"{name:6} {mode:8} batch {batch_size:4}: runner {runner * 1e3:8.3f} ms/step, "
-            f"bare {bare * 1e3:8.3f} ms/step, ratio {ratio:.3f} (paired {paired:.3f})",
+            f"bare {bare * 1e3:8.3f} ms/step, ratio {ratio:.3f} (paired {paired:.3f}, "
+            f"means {means:.3f})",
             flush=True,
         )
     print(f"worst ratio: {worst:.3f}")
