@@ -8,7 +8,8 @@ size in all three modes: PyTorch eager, PyTorch with the model under torch.compi
 compiles it) and JAX with the whole step under jax.jit. Blocks of `--steps` steps of each mode
 alternate over `--rounds` rounds (the order rotates) so drift and load from other processes hit
 all modes alike; medians are compared. Warm-up steps (compilation) are not timed. Then the
-ImageNet input pipeline's train images/s on a fixture JPEG tree with 2 DataLoader workers.
+ImageNet input pipeline's train images/s on a fixture JPEG tree with 2 DataLoader workers, and
+fastMRI's train slices/s on release-size volumes (`--pipeline_only` for these lines alone).
 
 Usage: .venv/bin/python scripts/bench_workloads.py [--workloads imagenet_resnet,imagenet_vit,...]
        [--batch 8] [--steps 5] [--rounds 3] [--image_size 64] [--pipeline_batches 20] [--threads 1]
@@ -287,6 +288,47 @@ def bench_pipeline(args) -> str:
     )
 
 
+def bench_fastmri_pipeline(args) -> str:
+    """Train slices/s of the fastMRI pipeline on release-size volumes (k-space 640 x 368,
+    complex64; random values: h5 reading and the FFT cost the same for any content), in the
+    main process and with 2 loader workers."""
+    import h5py
+    import numpy as np
+    from algoperf.workloads.fastmri import input_pipeline, prepare
+
+    from algoperf.data.sharding import Shard
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        root = pathlib.Path(folder) / "fastmri"
+        for split, names in (("train", range(4)), ("val", range(4, 6))):
+            (root / f"knee_singlecoil_{split}").mkdir(parents=True)
+            for index in names:
+                shape = (8, 640, 368)
+                kspace = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * 1e-5
+                with h5py.File(root / f"knee_singlecoil_{split}/file{index:04d}.h5", "w") as f:
+                    f.create_dataset("kspace", data=kspace.astype(np.complex64))
+                    f.create_dataset("reconstruction_esc", data=np.ones((8, 320, 320), "f4"))
+                    f.attrs["max"] = 1.0
+        prepare.prepare(folder, None, expected_counts=None, num_validation_files=1, log=print)
+        rates = []
+        for workers in (0, 2):
+            options = input_pipeline.Options(image_size=args.image_size, num_workers=workers)
+            pipeline = input_pipeline.Pipeline(options, layout="NCHW")
+            splits = pipeline.load(folder)
+            stream = pipeline.train_batches(splits, args.batch, seed=0, shard=Shard(0, 1))
+            for _ in range(3):  # worker start-up, h5 files opened, the first prefetches
+                next(stream)
+            start = time.perf_counter()
+            for _ in range(args.pipeline_batches):
+                next(stream)
+            rates.append(args.pipeline_batches * args.batch / (time.perf_counter() - start))
+    return (
+        f"fastmri pipeline, 640x368 k-space -> {args.image_size} px: {rates[0]:.0f} train "
+        f"slices/s in the main process, {rates[1]:.0f} with 2 workers"
+    )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=DEFAULT_WORKLOADS, help="comma-separated names")
@@ -315,6 +357,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="examples per eval batch for the eval-cost line (0: no eval cost)",
     )
     parser.add_argument("--fixture_jpeg_size", type=int, default=384)
+    parser.add_argument(
+        "--pipeline_only",
+        action="store_true",
+        help="only the input-pipeline lines (imagenet, fastmri), no train steps",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -355,7 +402,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    for name in args.names:
+    for name in [] if args.pipeline_only else args.names:
         case = CASES[name]
         size = f"{args.image_size} px" if case.takes_image_size else "native size"
         medians = bench_workload(case, args)
@@ -370,9 +417,12 @@ def main(argv=None) -> int:
         headline.append(f"{name} {compiled / jax_time:.2f}")
         if args.eval_batch:
             print(eval_cost(case, args, compiled), flush=True)
-    print("PyTorch compiled / JAX: " + ", ".join(headline), flush=True)
-    if args.pipeline_batches:
+    if headline:
+        print("PyTorch compiled / JAX: " + ", ".join(headline), flush=True)
+    if args.pipeline_batches and any(name.startswith("imagenet") for name in args.names):
         print(bench_pipeline(args), flush=True)
+    if args.pipeline_batches and "fastmri" in args.names:
+        print(bench_fastmri_pipeline(args), flush=True)
     return 0
 
 
