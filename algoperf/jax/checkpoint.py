@@ -128,23 +128,24 @@ def restore_tree(folder: pathlib.Path, target):
     return jax.tree.unflatten(treedef, [arrays[path] for path in paths])
 
 
-def _unreadable(folder, error: BaseException) -> CheckpointError:
-    detail = str(error).splitlines()[0][:200] if str(error) else ""
+def _unreadable(folder, reason: BaseException | str) -> CheckpointError:
+    if isinstance(reason, BaseException):
+        lines = str(reason).splitlines()
+        reason = f"{type(reason).__name__}: {lines[0][:200] if lines else ''}"
     return CheckpointError(
-        f"checkpoint {folder} could not be loaded ({type(error).__name__}: {detail}); delete "
-        "it to restart the trial."
+        f"checkpoint {folder} could not be loaded ({reason}); delete it to restart the trial."
     )
 
 
 def _metadata(checkpointer, state_dir: pathlib.Path):
     if not state_dir.is_dir():
-        raise _unreadable(state_dir.parent, FileNotFoundError(f"no {state_dir.name}/ folder"))
+        raise _unreadable(state_dir.parent, f"no {state_dir.name}/ folder")
     try:
         metadata = checkpointer.metadata(state_dir)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _unreadable(state_dir.parent, error) from None
     if metadata.item_metadata is None:
-        raise _unreadable(state_dir.parent, FileNotFoundError(f"no readable {state_dir.name}/"))
+        raise _unreadable(state_dir.parent, f"unreadable metadata in {state_dir.name}/")
     return metadata
 
 
