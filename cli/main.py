@@ -18,7 +18,7 @@ import time
 import traceback
 import typing
 
-from algoperf.cli import common, listing, prepare, scoring
+from algoperf.cli import common, listing, prepare, scoring, smoke
 from algoperf.launch import cli as launch_cli
 
 from algoperf import __version__, console
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch_cli.add_commands(commands)  # launch slurm|local|status|cancel
     listing.add_command(commands)  # list
     prepare.add_command(commands)  # prepare
+    smoke.add_command(commands)  # smoke
     common.add_output_options(parser)  # --log_level, -q/--quiet on every subcommand
     return parser
 
