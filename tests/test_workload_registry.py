@@ -305,25 +305,30 @@ def test_full_size_types_and_weight_map_agree_between_frameworks(name):
     parity.assert_same_structure(torch_shapes["flax"], jax_shapes["flax"])
 
 
+def output_params(name: str, torch_params: list[str]) -> list[str]:
+    """The torch names of the output layer's parameters: the declared ones (a tied embedding),
+    else the last layer's weight and bias."""
+    return list(_declared(name, "output_params", ())) or torch_params[-2:]
+
+
 @pytest.mark.parametrize(("name", "framework"), cases(slow_jax=False))
-def test_output_params_are_the_last_layers_weight_and_bias(name, framework):
-    """Torch: the last layer's weight and bias (full size). JAX: their twins, the same values
-    once the (tiny, randomised) torch weights are copied across."""
+def test_output_params_are_the_output_layer(name, framework):
+    """Torch: the last layer's weight and bias (full size), or the parameters the workload
+    declares (a tied embedding). JAX: their twins, the same values once the (tiny, randomised)
+    torch weights are copied across."""
     torch_workload = tiny(name, "pytorch")
     torch_params = list(full_size(name, "pytorch")["params"])
     picked = [key for key in torch_params if torch_workload.is_output_params(key)]
-    assert picked == torch_params[-2:]
-    assert sorted(key.rsplit(".", 1)[-1] for key in picked) == ["bias", "weight"]
+    expected = output_params(name, torch_params)
+    assert picked == expected
+    if not declarations(name).output_params:
+        assert sorted(key.rsplit(".", 1)[-1] for key in picked) == ["bias", "weight"]
     if framework == "pytorch":
         return
     jax_workload = tiny(name, "jax")
-    assert (
-        sum(
-            jax_workload.is_output_params(tuple(k.split("/")))
-            for k in full_size(name, "jax")["params"]
-        )
-        == 2
-    )
+    assert sum(
+        jax_workload.is_output_params(tuple(k.split("/"))) for k in full_size(name, "jax")["params"]
+    ) == len(expected)
     model, _ = torch_workload.init_model_fn(np_rng.prng_key(0))
     if declarations(name).randomize is not None:
         declarations(name).randomize(model)
@@ -351,7 +356,7 @@ def _check_outputs(name: str, workload, logits, loss_value: float, grads: dict, 
     # Some grads are exactly 0 at init (e.g. behind a zero-init BN scale or head); the output
     # layer's must not be.
     output_grads = [g for key, g in grads.items() if workload.is_output_params(key_of(key))]
-    assert len(output_grads) == 2
+    assert len(output_grads) == (len(tests.output_params) or 2)
     assert all(np.abs(g).sum() > 0 for g in output_grads)
 
 

@@ -50,6 +50,9 @@ class ModelTests:
     label_smoothing: bool = True
     """Whether `loss_fn` uses `label_smoothing` (a regression loss takes and ignores it, as
     upstream's: then smoothing must change nothing)."""
+    output_params: tuple[str, ...] = ()
+    """Torch names of the output layer's parameters where they are not the model's last weight
+    and bias (a tied embedding: `("embed.weight",)`); empty: the last two parameters."""
     zero_output_init: bool = False
     """Whether the output layer starts at zero (then a fresh model's outputs are all 0)."""
     randomize: Callable[[Any], None] | None = None
