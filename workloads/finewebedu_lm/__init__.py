@@ -6,7 +6,7 @@ from algoperf.workload_spec import Budget, WorkloadSpec
 SPEC = WorkloadSpec(
     name="finewebedu_lm",
     base="finewebedu_lm",
-    dataset="finewebedu",
+    dataset="finewebedu_lm",  # its input_pipeline.py lives beside the model
     target_metric_name="ppl",
     # The v1.0 value (docs, targets file, leaderboard runs); the pre-release code said 22.432.
     # Upstream reaches the target with validation/ppl <= 22.2995 (not strictly less).
@@ -30,12 +30,18 @@ SPEC = WorkloadSpec(
     compile_loss=False,
     model_kwargs={
         "vocab_size": 50_257,
-        "seq_len": 1_024,
+        "seq_len": 1_024,  # the context length: sets the attention scale's init
         "emb_dim": 1_024,
         "num_heads": 8,
         "num_layers": 12,
-        "mlp_dim": 4_096,
+        "mlp_dim": 4_096,  # the GLU's width: fc1 1,024 -> 2 x 4,096, fc2 4,096 -> 1,024
+        # bfloat16 compute on GPUs (float32 parameters and loss), float32 on CPUs.
+        "compute_dtype": "auto",
     },
+    tokens_per_example=1_024,  # a window's positions (the pipeline's seq_len)
+    # Upstream's count in both frameworks (q, k and v fused in both here: 86 tensors, as
+    # upstream's PyTorch; its JAX kept them apart, 110).
+    num_params={"pytorch": (252_815_372, 86), "jax": (252_815_372, 86)},
     description="FineWeb-Edu 10BT next-token prediction, 12-layer decoder (d 1024, GPT-2 vocab)",
 )
 
