@@ -329,45 +329,26 @@ def prepare(
     if (root / pipeline.INDEX_FILE).is_file():
         log(f"FineWeb-Edu is already prepared in {root}")
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    tokenizer_path = get_tokenizer(root, tokenizer, log)
+    if num_workers is not None and num_workers < 0:
+        raise ValueError(f"--num_workers must be 0 or more, got {num_workers}.")
+    tokenizer_path, commit, shards = _sources(root, archive_dir, tokenizer, revision, log)
     not_gpt2 = gpt2_mismatch(load_tokenizer(tokenizer_path))
     if not_gpt2 is not None and require_gpt2:
         raise ValueError(f"{tokenizer_path} is not GPT-2's tokenizer: {not_gpt2}")
-    if archive_dir is not None:
-        commit = None
-        shards = [
-            SourceFile(p, parquet_rows(p), p.stat().st_size) for p in find_shards(archive_dir)
-        ]
-    else:
-        commit, shards = download_release(root, revision, log)
     log(f"{len(shards)} shards, {sum(shard.documents for shard in shards):,} documents")
     work = root / WORK_DIR
     workers = min(len(shards), os.cpu_count() or 1) if num_workers is None else num_workers
     tokenize_all(shards, tokenizer_path, work, workers, log)
-
+    index = make_index(tokenizer_path, shards, commit, archive_dir)
     parts = [open_work(shard, work) for shard in shards]
-    is_train, validation_order = split_documents(sum(shard.documents for shard in shards))
-    counts = split_counts(parts, is_train)
-    for name, entry in counts.items():
-        log(f"{name}: {entry['documents']:,} documents, {entry['tokens']:,} tokens")
-    problem = check_counts(counts, expected or BENCHMARK)
-    if problem is not None and expected is not None:
-        raise ValueError(f"the prepared counts are off: {problem}. Is every shard there?")
-    vocab = load_tokenizer(tokenizer_path).get_vocab_size(with_added_tokens=True)
+    index.update(write_splits(root, parts, shards, expected, log))
+    vocab = index["vocab_size"]
     reasons = [
         not_gpt2 and f"a tokenizer other than GPT-2's ({vocab:,} tokens)",
-        problem,
+        index.pop("problem"),
         expected not in (None, BENCHMARK)
         and f"counts checked for {expected.train_windows:,} train windows of {expected.window}",
     ]
-    hashes = {
-        "train": write_tokens(root / "train.bin", train_chunks(shards, parts, is_train)),
-        "validation": write_tokens(
-            root / "validation.bin", validation_chunks(shards, parts, validation_order)
-        ),
-    }
-    index = make_index(tokenizer_path, shards, commit, archive_dir, counts, hashes)
     why = "; ".join(reason for reason in reasons if reason) or None
     index["benchmark"] = {"ok": why is None, "why": why}
     _write_json(root / pipeline.INDEX_FILE, index)  # last: the dataset is finished
@@ -377,8 +358,57 @@ def prepare(
     return root
 
 
-def make_index(tokenizer_path, shards, commit, archive_dir, counts, hashes) -> dict:
-    """index.json's content: what the pipeline reads, and where the data came from."""
+def _sources(root, archive_dir, tokenizer, revision, log) -> tuple[pathlib.Path, str | None, list]:
+    """The tokenizer file, the release's commit (None for --archive_dir) and its shards; the
+    shards in `archive_dir` are found before anything is downloaded."""
+    local = find_shards(archive_dir) if archive_dir is not None else None
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = get_tokenizer(root, tokenizer, log)
+    if local is not None:
+        return (
+            tokenizer_path,
+            None,
+            [SourceFile(p, parquet_rows(p), p.stat().st_size) for p in local],
+        )
+    commit, shards = download_release(root, revision, log)
+    return tokenizer_path, commit, shards
+
+
+def write_splits(root, parts: list[ShardTokens], shards, expected: Expected | None, log) -> dict:
+    """Split the documents, check the counts, write both token files; returns the index's
+    `split` and `splits` entries and `problem` (what differs from the benchmark's counts)."""
+    is_train, validation_order = split_documents(sum(shard.documents for shard in shards))
+    counts = split_counts(parts, is_train)
+    for name, entry in counts.items():
+        log(f"{name}: {entry['documents']:,} documents, {entry['tokens']:,} tokens")
+    problem = check_counts(counts, expected or BENCHMARK)
+    if problem is not None and expected is not None:
+        raise ValueError(f"the prepared counts are off: {problem}. Is every shard there?")
+    hashes = {
+        "train": write_tokens(root / "train.bin", train_chunks(shards, parts, is_train)),
+        "validation": write_tokens(
+            root / "validation.bin", validation_chunks(shards, parts, validation_order)
+        ),
+    }
+    return {
+        "split": {
+            "seed": SPLIT_SEED,
+            "train_fraction": TRAIN_PARTS / PARTS,
+            "rule": "documents numbered in sorted shard order, ordered by splitmix64((seed << 40)"
+            " + number); the first floor(9N/10) are train (kept in release order), the rest "
+            "validation (in that order)",
+        },
+        "splits": {
+            name: {"file": f"{name}.bin", **counts[name], "sha256": hashes[name]}
+            for name in pipeline.SPLITS
+        },
+        "problem": problem,
+    }
+
+
+def make_index(tokenizer_path, shards, commit, archive_dir) -> dict:
+    """index.json's tokenizer and source entries: what the pipeline reads, and where the data
+    came from."""
     tokenizer = load_tokenizer(tokenizer_path)
     return {
         "format": pipeline.FORMAT,
@@ -399,17 +429,6 @@ def make_index(tokenizer_path, shards, commit, archive_dir, counts, hashes) -> d
                 {"name": s.path.name, "documents": s.documents, "bytes": s.size, "sha256": s.sha256}
                 for s in shards
             ],
-        },
-        "split": {
-            "seed": SPLIT_SEED,
-            "train_fraction": TRAIN_PARTS / PARTS,
-            "rule": "documents numbered in sorted shard order, ordered by splitmix64((seed << 40)"
-            " + number); the first floor(9N/10) are train (kept in release order), the rest "
-            "validation (in that order)",
-        },
-        "splits": {
-            name: {"file": f"{name}.bin", **counts[name], "sha256": hashes[name]}
-            for name in pipeline.SPLITS
         },
     }
 
