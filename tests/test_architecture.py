@@ -169,13 +169,14 @@ def core_files() -> list[pathlib.Path]:
 
 
 def workload_data_files() -> list[pathlib.Path]:
-    """Every file of every workload or dataset folder except the model and testing files."""
+    """Every file of every workload or dataset folder except its framework files (the suffix
+    names the framework: model_torch.py, decode_jax.py...) and testing.py."""
     files = [ROOT / "workloads" / "__init__.py"]
     for folder in sorted(p.parent for p in (ROOT / "workloads").glob("*/__init__.py")):
         files += [
             f
             for f in sorted(folder.glob("*.py"))
-            if f.name not in ("model_torch.py", "model_jax.py", "testing.py")
+            if not f.name.endswith(("_torch.py", "_jax.py")) and f.name != "testing.py"
         ]
     return files
 
@@ -193,10 +194,10 @@ def test_workload_data_files_import_no_model_framework(path):
 
 
 def test_model_files_stay_in_their_framework():
-    for path in (ROOT / "workloads").glob("*/model_torch.py"):
+    for path in (ROOT / "workloads").glob("*/*_torch.py"):
         leaks = [m for m in imported_modules(path) if m.split(".")[0] in ("jax", "flax", "optax")]
         assert leaks == [], f"{path} imports {leaks}"
-    for path in (ROOT / "workloads").glob("*/model_jax.py"):
+    for path in (ROOT / "workloads").glob("*/*_jax.py"):
         leaks = [
             m
             for m in imported_modules(path)

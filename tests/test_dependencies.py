@@ -35,8 +35,9 @@ AREAS = (
     ("algoperf/data/loader.py", ("pytorch",)),
     ("algoperf/scoring/*", ("scoring",)),
     ("algoperf/sinks.py", ("wandb",)),  # imported only for --use_wandb
-    ("workloads/*/model_torch.py", ("pytorch",)),
-    ("workloads/*/model_jax.py", ("jax",)),
+    # A workload's framework files: model_torch.py, decode_jax.py... (the suffix names it).
+    ("workloads/*/*_torch.py", ("pytorch",)),
+    ("workloads/*/*_jax.py", ("jax",)),
     ("workloads/parity.py", ("pytorch", "jax")),
     # Each workload's test configuration and weight map, and its format-exact test fixtures.
     ("workloads/*/testing.py", ("pytorch", "jax", "data", "dev")),
