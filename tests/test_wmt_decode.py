@@ -1,7 +1,7 @@
-"""wmt's decoding (workloads/wmt/decode*.py) on a toy decoder: beam search finds
+"""wmt's decoding and BLEU (workloads/wmt/decode*.py, bleu.py) on a toy decoder: beam search finds
 the exhaustive best sequences where its beam can hold every prefix, cached and uncached decoding
 agree, an early exit changes nothing, PyTorch and JAX find the same sequences, a sequence without
-EOS keeps its tokens.
+EOS keeps its tokens; BLEU from summed statistics of any sharding is sacrebleu's corpus BLEU.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sacrebleu
 import torch
-from algoperf.workloads.wmt import decode
+from algoperf.workloads.wmt import bleu, decode
 from algoperf.workloads.wmt import decode_jax as dj
 from algoperf.workloads.wmt import decode_torch as dt
+
+from algoperf import metrics
 
 EOS = decode.EOS_ID
 
@@ -246,3 +249,135 @@ def test_compiled_search_equals_eager_and_compiles_once():
     _, other = toy(40, 12, seed=9, dim=16, sources=3)
     torch_search(weights, other, beam=4, max_len=12, compile=True)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+# BLEU.
+
+REFERENCES = [
+    "The cat sat on the mat.",
+    "There is a cat on the mat.",
+    "Mr. Smith's house, built in 1905, cost $3,000.50!",
+    "Short.",
+    "a b",
+    "Das ist ein Test: „Anführungszeichen“ und Umlaute (äöü).",
+    "It rained all day, and the roads were flooded; nobody went out.",
+    "No.",
+    "One two three four five six seven eight nine ten.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def corpus(seed: int, size: int = 60) -> tuple[list[str], list[str]]:
+    """Hypothesis/reference pairs: exact copies, dropped, shuffled and re-cased words, empty and
+    one-word hypotheses (where exp smoothing decides the higher orders)."""
+    rng = np.random.default_rng(seed)
+    hypotheses, references = [], []
+    for _ in range(size):
+        reference = REFERENCES[rng.integers(len(REFERENCES))]
+        words = reference.split()
+        kind = rng.integers(6)
+        if kind == 0:
+            hypothesis = reference
+        elif kind == 1:
+            hypothesis = ""
+        elif kind == 2:
+            hypothesis = words[rng.integers(len(words))]
+        elif kind == 3:
+            hypothesis = " ".join(w for w in words if rng.random() > 0.3)
+        elif kind == 4:
+            hypothesis = " ".join(rng.permutation(words))
+        else:
+            hypothesis = " ".join(w.upper() if rng.random() < 0.3 else w for w in words)
+        hypotheses.append(hypothesis)
+        references.append(reference)
+    return hypotheses, references
+
+
+def test_bleu_is_sacrebleus_corpus_bleu():
+    hypotheses, references = corpus(0)
+    expected = sacrebleu.corpus_bleu(
+        hypotheses, [references], smooth_method="exp", tokenize="13a", lowercase=False
+    ).score
+    assert bleu.corpus_bleu(hypotheses, references) == expected
+    assert bleu.bleu_from_statistics(bleu.bleu_statistics(hypotheses, references)) == expected
+    # Case-sensitive: upper-casing a hypothesis loses its matches.
+    assert bleu.corpus_bleu(["THE CAT SAT ON THE MAT."], ["The cat sat on the mat."]) < 10
+    # Exp smoothing: a hypothesis with no 3- or 4-gram match still scores.
+    assert 0 < bleu.corpus_bleu(["The cat the mat"], ["The cat sat on the mat."]) < 100
+    assert bleu.corpus_bleu(["", ""], ["a b", "c"]) == 0.0
+    assert bleu.bleu_from_statistics(np.zeros(bleu.NUM_STATISTICS)) == 0.0
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_summed_shard_statistics_give_the_corpus_bleu(shards, seed):
+    hypotheses, references = corpus(seed)
+    rng = np.random.default_rng(seed)
+    # Cut points anywhere, an empty shard allowed.
+    cuts = [0, *sorted(rng.integers(0, len(hypotheses) + 1, shards - 1)), len(hypotheses)]
+    summed = sum(
+        bleu.bleu_statistics(hypotheses[a:b], references[a:b]) for a, b in itertools.pairwise(cuts)
+    )
+    assert bleu.bleu_from_statistics(summed) == bleu.corpus_bleu(hypotheses, references)
+
+
+class TwoRanks:
+    """A fake group of two ranks seen from rank 0: the other rank's sums and rows are given."""
+
+    def __init__(self, other_sums, other_rows) -> None:
+        self.other_sums, self.other_rows = other_sums, other_rows
+
+    def add(self, totals, outputs):
+        return dict(outputs) if totals is None else {k: totals[k] + outputs[k] for k in totals}
+
+    def to_numpy(self, outputs):
+        return {key: np.asarray(value) for key, value in outputs.items()}
+
+    def sum_over_ranks(self, values):
+        return values + self.other_sums
+
+    def gather_over_ranks(self, rows):
+        return {key: np.concatenate([rows[key], self.other_rows[key]]) for key in rows}
+
+
+def test_bleu_metric_through_the_eval_loop():
+    """Token ids -> the eval loop's Gathered reduction: padding rows dropped, rows cut at EOS
+    (a row without EOS keeps its tokens), statistics of two ranks summed."""
+    vocabulary = ["<pad>", "<unk>", "</s>", *sorted({w for r in REFERENCES for w in r.split()})]
+    index = {word: i for i, word in enumerate(vocabulary)}
+
+    def detokenize(ids):
+        return " ".join(vocabulary[i] for i in ids)
+
+    def encode(texts, length=24, eos=True):
+        rows = np.zeros((len(texts), length), np.int64)
+        for row, text in zip(rows, texts):
+            ids = [index[w] for w in text.split()] + ([EOS] if eos else [])
+            row[: len(ids)] = ids
+        return rows
+
+    hypotheses, references = corpus(1, size=20)
+    hypotheses = [" ".join(w for w in h.split() if w in index) for h in hypotheses]
+    metric = bleu.bleu_metric(detokenize)
+
+    def batch(lo, hi, padding):
+        # Hypotheses 0-4 have no EOS (they ran to max length); padding rows are garbage.
+        predictions = encode(hypotheses[lo:hi], eos=lo >= 5)
+        targets = encode(references[lo:hi])
+        garbage = np.full((padding, 24), index["cat"])
+        valid = np.r_[np.ones(hi - lo), np.zeros(padding)]
+        return {
+            "predictions": np.concatenate([predictions, garbage]),
+            "targets": np.concatenate([targets, garbage]),
+            "valid": valid,
+            metrics.NUM_EXAMPLES: valid.sum(),
+        }
+
+    other = [batch(12, 20, 0)]  # rank 1's rows, as the gather would bring them
+    other_rows = metric.decode({key: other[0][key] for key in metric.outputs})
+    collectives = TwoRanks(np.asarray([8.0]), other_rows)
+    results = metrics.evaluate(
+        [batch(0, 5, 3), batch(5, 12, 1)], lambda b: b, (metric,), collectives
+    )
+    assert results[metrics.NUM_EXAMPLES] == 20
+    assert results["bleu"] == bleu.corpus_bleu(hypotheses, references)
