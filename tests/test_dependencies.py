@@ -63,7 +63,6 @@ NOT_IMPORTED = {
     "chex": "community JAX submissions import chex (docs/rules.md, Upstream compatibility)",
     "ruff": "a command: make lint",
     "torchaudio": SPEECH,
-    "sentencepiece": SPEECH,
     "soundfile": SPEECH,
     "fbgemm-gpu-cpu": TORCHREC_NEEDS,
     "tensordict": TORCHREC_NEEDS,

@@ -77,3 +77,12 @@ def ragged_positions(counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     starts = np.cumsum(counts) - counts
     return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
+
+
+def starts_within_packs(sizes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each item's offset within its pack, for items listed pack by pack (`counts` items in each
+    pack, `sizes` each item's size): where a packed item begins in its pack's row."""
+    sizes, counts = np.asarray(sizes, np.int64), np.asarray(counts, np.int64)
+    running = np.cumsum(sizes) - sizes
+    first_item = np.repeat(np.cumsum(counts) - counts, counts)
+    return running - running[first_item] if len(sizes) else running
