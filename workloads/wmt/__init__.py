@@ -36,6 +36,10 @@ SPEC = WorkloadSpec(
         "activation": "relu",
         "glu": False,
     },
+    # Upstream's count in both frameworks, in upstream's PyTorch layout in both (q, k and v
+    # fused in self-attention, k and v in cross-attention: 155 tensors; its JAX kept them
+    # apart, 185).
+    num_params={"pytorch": (133_521_408, 155), "jax": (133_521_408, 155)},
     description="WMT17 de-en translation, pre-LN Transformer (6+6 layers, d 1024, 16 heads)",
 )
 
@@ -44,6 +48,7 @@ VARIANTS: dict[str, Variant] = {
         model_kwargs={"pre_ln": False},
         validation_target=30.0779,
         test_target=29.8982,
+        num_params={"pytorch": (133_517_312, 151), "jax": (133_517_312, 151)},
         description="Transformer with post-LayerNorm and no final encoder/decoder norms",
     ),
     "wmt_attention_temp": Variant(
@@ -57,6 +62,7 @@ VARIANTS: dict[str, Variant] = {
         model_kwargs={"activation": "tanh", "glu": True},
         validation_target=29.5779,
         test_target=29.0515,
+        num_params={"pytorch": (146_116_608, 179), "jax": (146_116_608, 179)},
         description="Transformer with tanh and a GLU in the feed-forward blocks",
     ),
 }
