@@ -14,12 +14,12 @@ import shutil
 
 import numpy as np
 import pytest
+
+from algoperf.data.sharding import Shard
 from algoperf.workloads.wmt import fixture, prepare
 from algoperf.workloads.wmt import input_pipeline as pipeline
 from algoperf.workloads.wmt import tokenizer as wmt_tokenizer
 from algoperf.workloads.wmt.decode import cut_at_eos, detokenize_rows
-
-from algoperf.data.sharding import Shard
 
 MAX_LEN = fixture.MAX_LEN
 
@@ -235,6 +235,12 @@ def test_counts_off_the_release_stop_before_anything_is_written(tmp_path, capsys
     error = lines[-1]
     assert code == 1 and all(line.startswith("[algoperf prepare] ") for line in lines[:-1])
     assert error.startswith("algoperf prepare wmt: error: pairs per split {'train': 177")
+    assert prepare.main(["--data_dir", str(tmp_path), "--num_threads", "0"]) == 1
+    assert capsys.readouterr().err.strip().endswith("--num_threads must be at least 1, got 0.")
+    (tmp_path / "junk").write_bytes(b"junk")
+    assert prepare.main(["--data_dir", str(tmp_path), "--tokenizer", str(tmp_path / "junk")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "junk is not a SentencePiece model" in error
 
 
 def test_missing_and_damaged_archives_are_one_line(tmp_path, capsys):

@@ -42,11 +42,11 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
-from algoperf.workloads.wmt import input_pipeline as pipeline
-from algoperf.workloads.wmt import tokenizer as wmt_tokenizer
 
 from algoperf.data import preparing
 from algoperf.data.download import fetch
+from algoperf.workloads.wmt import input_pipeline as pipeline
+from algoperf.workloads.wmt import tokenizer as wmt_tokenizer
 
 EXPECTED_COUNTS = {"train": 5_906_184, "validation": 3_000, "test": 3_003}
 """Pairs per split with both sides non-empty, before the length filter."""
@@ -438,6 +438,10 @@ def prepare(
       OSError: a download failed (offline: download the archives by hand, pass --archive_dir).
       ValueError: counts differ, files are damaged, or the tokenizer cannot be used or trained.
     """
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"--num_threads must be at least 1, got {num_threads}.")
+    if tokenizer is not None:  # a bad file is refused before a finished dataset is touched
+        wmt_tokenizer.Tokenizer.from_file(tokenizer)
     root = pathlib.Path(data_dir).expanduser() / pipeline.DATASET_DIR
     if (root / pipeline.INDEX_FILE).is_file() and tokenizer is None:
         log(f"WMT is already prepared in {root}")
