@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+
+from algoperf import metrics
 from algoperf.workloads.wmt import bleu, decode
 from algoperf.workloads.wmt import decode_jax as dj
 from algoperf.workloads.wmt import decode_torch as dt
-
-from algoperf import metrics
 
 EOS = decode.EOS_ID
 
@@ -32,40 +32,43 @@ def toy(vocab, max_len, *, seed=0, eos_bias=2.0, dim=8, sources=1, banned=()):
     return weights, source
 
 
-def torch_search(weights, source, *, beam, max_len, uncached=False, **options):
+def torch_search(weights, source, *, beam, max_len, uncached=False, start=None, **options):
+    """The toy's beam search in PyTorch; `start`: a cache of that many positions that grows."""
     params = dt.toy_params(weights)
-    rows = len(source) * beam
+    rows, length = len(source) * beam, start or max_len
     context = dt.repeat_for_beams(torch.from_numpy(source), beam)
     if uncached:
         step = functools.partial(dt.toy_uncached_step, params)
-        cache = {"inputs": torch.zeros(rows, max_len, dtype=torch.int64)}
+        cache = {"inputs": torch.zeros(rows, length, dtype=torch.int64)}
     else:
-        step, cache = functools.partial(dt.toy_step, params), dt.toy_cache(params, rows, max_len)
+        step, cache = functools.partial(dt.toy_step, params), dt.toy_cache(params, rows, length)
     out = dt.beam_search(
-        step, cache, context, batch_size=len(source), beam_size=beam, max_len=max_len, **options
-    )
+        step, cache, context, batch_size=len(source), beam_size=beam, max_len=max_len,
+        cache_axis=1 if start else None, **options,
+    )  # fmt: skip
     return out.tokens.numpy(), out.scores.numpy(), out.steps
 
 
-@functools.partial(jax.jit, static_argnames=("beam", "max_len", "uncached", "early_exit"))
-def _jax_search(params, source, *, beam, max_len, uncached, early_exit):
-    rows = source.shape[0] * beam
+@functools.partial(jax.jit, static_argnames=("beam", "max_len", "uncached", "start", "early_exit"))
+def _jax_search(params, source, *, beam, max_len, uncached, start, early_exit):
+    rows, length = source.shape[0] * beam, start or max_len
     if uncached:
         step = functools.partial(dj.toy_uncached_step, params)
-        cache = {"inputs": jnp.zeros((rows, max_len), jnp.int32)}
+        cache = {"inputs": jnp.zeros((rows, length), jnp.int32)}
     else:
-        step, cache = functools.partial(dj.toy_step, params), dj.toy_cache(params, rows, max_len)
+        step, cache = functools.partial(dj.toy_step, params), dj.toy_cache(params, rows, length)
     context = dj.repeat_for_beams(source, beam)
     return dj.beam_search(
         step, cache, context, batch_size=source.shape[0], beam_size=beam, max_len=max_len,
-        early_exit=early_exit,
+        cache_axis=1 if start else None, early_exit=early_exit,
     )  # fmt: skip
 
 
-def jax_search(weights, source, *, beam, max_len, uncached=False, early_exit=True):
+def jax_search(weights, source, *, beam, max_len, uncached=False, start=None, early_exit=True):
+    """The toy's beam search in JAX, jitted (torch_search's arguments)."""
     out = _jax_search(
         dj.toy_params(weights), jnp.asarray(source), beam=beam, max_len=max_len,
-        uncached=uncached, early_exit=early_exit,
+        uncached=uncached, start=start, early_exit=early_exit,
     )  # fmt: skip
     return np.asarray(out.tokens), np.asarray(out.scores), int(out.steps)
 
@@ -141,6 +144,18 @@ def test_cached_decoding_equals_uncached(framework):
     np.testing.assert_allclose(cached[1], uncached[1], rtol=1e-5)
 
 
+@pytest.mark.parametrize("framework", SEARCHES)
+@pytest.mark.parametrize("uncached", [False, True])
+def test_a_growing_cache_gives_the_same_search(framework, uncached):
+    # 2 -> 4 -> 8 -> 11 positions: every growth, the last one cut at max_len.
+    weights, source = toy(20, 11, seed=10, eos_bias=0.5, sources=3)
+    full = SEARCHES[framework](weights, source, beam=4, max_len=11, uncached=uncached)
+    grown = SEARCHES[framework](weights, source, beam=4, max_len=11, uncached=uncached, start=2)
+    assert full[2] == grown[2] == 11
+    np.testing.assert_array_equal(full[0], grown[0])
+    np.testing.assert_allclose(full[1], grown[1], rtol=1e-5)
+
+
 def test_toy_steps_equal_teacher_forcing():
     weights, source = toy(11, 7, seed=4, sources=3)
     inputs = np.random.default_rng(0).integers(0, 11, size=(3, 7))
@@ -212,42 +227,43 @@ def naive_greedy(weights, source, max_len):
     return np.asarray(rows)
 
 
-def test_greedy_search_in_both_frameworks():
+@pytest.mark.parametrize("start", [None, 3])
+def test_greedy_search_in_both_frameworks(start):
     weights, source = toy(25, 12, seed=7, eos_bias=2.0, sources=4)
     expected = naive_greedy(weights, source, 12)
+    axis, length = (1, start) if start else (None, 12)
     params_t = dt.toy_params(weights)
     found_t = dt.greedy_search(
-        functools.partial(dt.toy_step, params_t), dt.toy_cache(params_t, 4, 12),
-        torch.from_numpy(source), batch_size=4, max_len=12,
+        functools.partial(dt.toy_step, params_t), dt.toy_cache(params_t, 4, length),
+        torch.from_numpy(source), batch_size=4, max_len=12, cache_axis=axis,
     )  # fmt: skip
-    params_j = dj.toy_params(weights)
-    found_j = jax.jit(
-        lambda params, context: dj.greedy_search(
-            functools.partial(dj.toy_step, params),
-            dj.toy_cache(params, 4, 12),
-            context,
-            batch_size=4,
-            max_len=12,
-        )  # fmt: skip
-    )(params_j, jnp.asarray(source))
+
+    @jax.jit
+    def jax_greedy(params, context):
+        step, cache = functools.partial(dj.toy_step, params), dj.toy_cache(params, 4, length)
+        return dj.greedy_search(step, cache, context, batch_size=4, max_len=12, cache_axis=axis)
+
+    found_j = jax_greedy(dj.toy_params(weights), jnp.asarray(source))
     np.testing.assert_array_equal(found_t.numpy(), expected)
     np.testing.assert_array_equal(np.asarray(found_j), expected)
 
 
 @pytest.mark.slow
-def test_compiled_search_equals_eager_and_compiles_once():
+def test_compiled_search_equals_eager_and_compiles_once_per_cache_length():
     from torch._dynamo.utils import counters
 
-    weights, source = toy(40, 12, seed=8, eos_bias=2.0, dim=16, sources=3)
-    eager = torch_search(weights, source, beam=4, max_len=12)
+    weights, source = toy(40, 12, seed=8, eos_bias=0.5, dim=16, sources=3)
+    eager = torch_search(weights, source, beam=4, max_len=12, start=4)
     torch._dynamo.reset()
-    compiled = torch_search(weights, source, beam=4, max_len=12, compile=True)
+    counters.clear()
+    compiled = torch_search(weights, source, beam=4, max_len=12, start=4, compile=True)
     np.testing.assert_array_equal(eager[0], compiled[0])
     np.testing.assert_allclose(eager[1], compiled[1], rtol=1e-5)
     graphs = counters["stats"]["unique_graphs"]
+    assert eager[2] == 12 and graphs == 3  # cache lengths 4, 8, 12; fullgraph: one graph each
     # Another batch of the same shape, other sources: no recompilation at any position.
     _, other = toy(40, 12, seed=9, dim=16, sources=3)
-    torch_search(weights, other, beam=4, max_len=12, compile=True)
+    torch_search(weights, other, beam=4, max_len=12, start=4, compile=True)
     assert counters["stats"]["unique_graphs"] == graphs
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import sacrebleu
-from algoperf.workloads.wmt.decode import EOS_ID, detokenize_rows
 
 from algoperf.metrics import Gathered
+from algoperf.workloads.wmt.decode import EOS_ID, detokenize_rows
 
 MAX_NGRAM_ORDER = 4  # sacrebleu's default, as upstream's
 # [hypothesis length, reference length, matches of order 1..4, n-grams of order 1..4].

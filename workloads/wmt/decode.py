@@ -27,7 +27,10 @@ The model supplies three things:
   `jax.jit`, a tensor in PyTorch, so one compiled step serves every position). It writes the keys
   and values of `tokens` at position `t` of the cache, attends to positions `<= t`, and returns
   float `log_probs` [N, vocab] (a log-softmax: every value <= 0) for the token at position `t`,
-  and the updated cache. No shape changes from step to step.
+  and the updated cache. No shape changes from step to step. In PyTorch the step must trace
+  whole under torch.compile (`beam_search(compile=True)` uses fullgraph): read and write at `t`
+  with tensor ops (`index_select`, `index_copy`, `torch.where(positions == t, ...)`), never
+  `x[t]`, which reads a 0-d tensor on the host.
 
 Greedy decoding (`greedy_search`) drives the same step with `N = batch_size`.
 

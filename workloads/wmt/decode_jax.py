@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
 from algoperf.workloads.wmt.decode import (
     BEAM_SIZE,
     EOS_ID,
@@ -108,6 +109,33 @@ def reorder_cache(cache: Any, rows: jax.Array) -> Any:
     return jax.tree_util.tree_map(lambda leaf: jnp.take(leaf, rows, axis=0), cache)
 
 
+def cache_length(cache: Any, axis: int) -> int:
+    """The cache's number of positions: every leaf's size along `axis`, which must agree."""
+    lengths = {leaf.shape[axis] for leaf in jax.tree_util.tree_leaves(cache)}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"the cache's leaves hold {sorted(lengths)} positions on axis {axis}.")
+    return lengths.pop()
+
+
+def grow_cache(cache: Any, axis: int, length: int) -> Any:
+    """Every leaf zero-padded along `axis` to `length` positions."""
+
+    def grow(leaf):
+        padding = [(0, 0)] * leaf.ndim
+        padding[axis] = (0, length - leaf.shape[axis])
+        return jnp.pad(leaf, padding)
+
+    return jax.tree_util.tree_map(grow, cache)
+
+
+def cache_lengths(cache: Any, axis: int | None, max_len: int) -> list[int]:
+    """The cache's lengths as the search goes: the given one, doubled up to `max_len`."""
+    lengths = [max_len if axis is None else min(cache_length(cache, axis), max_len)]
+    while lengths[-1] < max_len:
+        lengths.append(min(2 * lengths[-1], max_len))
+    return lengths
+
+
 def beam_search(
     step_fn: StepFn,
     cache: Any,
@@ -118,18 +146,15 @@ def beam_search(
     max_len: int = MAX_DECODE_LENGTH,
     eos_id: int = EOS_ID,
     alpha: float = LENGTH_PENALTY_ALPHA,
+    cache_axis: int | None = None,
     early_exit: bool = True,
 ) -> BeamSearchOutput:
     """Beam search over `batch_size` sources; the arguments are decode_torch.beam_search's
-    (`t` is a traced int32 scalar). Traceable: call it under `jax.jit`."""
-    cache_leaves = jax.tree_util.tree_leaves(cache)
-    if not cache_leaves:
+    (`t` is a traced int32 scalar). Traceable: call it under `jax.jit`. With `cache_axis`, one
+    `lax.while_loop` runs per cache length (so the step is traced once per length) and the
+    cache is padded between them."""
+    if not jax.tree_util.tree_leaves(cache):
         raise ValueError("the decoder cache holds no array; it must hold the key/value buffers.")
-
-    def keep_going(carry):
-        state, _, t = carry
-        going = t < max_len
-        return going & ~is_done(state, alpha) if early_exit else going
 
     def body(carry):
         state, cache, t = carry
@@ -138,8 +163,17 @@ def beam_search(
         state, rows = advance(state, log_probs, t, eos_id=eos_id, alpha=alpha)
         return state, reorder_cache(cache, rows), t + 1
 
-    start = (initial_state(batch_size, beam_size, max_len), cache, jnp.zeros((), jnp.int32))
-    state, _, steps = jax.lax.while_loop(keep_going, body, start)
+    carry = (initial_state(batch_size, beam_size, max_len), cache, jnp.zeros((), jnp.int32))
+    for index, length in enumerate(cache_lengths(cache, cache_axis, max_len)):
+        if index:
+            carry = (carry[0], grow_cache(carry[1], cache_axis, length), carry[2])
+
+        def keep_going(carry, length=length):
+            going = carry[2] < length
+            return going & ~is_done(carry[0], alpha) if early_exit else going
+
+        carry = jax.lax.while_loop(keep_going, body, carry)
+    state, _, steps = carry
     return BeamSearchOutput(state.finished_tokens, state.finished_scores, steps)
 
 
@@ -151,13 +185,10 @@ def greedy_search(
     batch_size: int,
     max_len: int = MAX_DECODE_LENGTH,
     eos_id: int = EOS_ID,
+    cache_axis: int | None = None,
 ) -> jax.Array:
     """The most likely token at each position until EOS: int32 [batch_size, max_len], 0 after
     EOS (decode_torch.greedy_search). Traceable: call it under `jax.jit`."""
-
-    def keep_going(carry):
-        _, finished, _, t = carry
-        return (t < max_len) & ~jnp.all(finished)
 
     def body(carry):
         tokens, finished, cache, t = carry
@@ -168,9 +199,16 @@ def greedy_search(
         return tokens, finished | (chosen == eos_id), cache, t + 1
 
     tokens = jnp.full((batch_size, max_len), PAD_ID, jnp.int32)
-    finished = jnp.zeros(batch_size, bool)
-    start = (tokens, finished, cache, jnp.zeros((), jnp.int32))
-    return jax.lax.while_loop(keep_going, body, start)[0]
+    carry = (tokens, jnp.zeros(batch_size, bool), cache, jnp.zeros((), jnp.int32))
+    for index, length in enumerate(cache_lengths(cache, cache_axis, max_len)):
+        if index:
+            carry = (*carry[:2], grow_cache(carry[2], cache_axis, length), carry[3])
+
+        def keep_going(carry, length=length):
+            return (carry[3] < length) & ~jnp.all(carry[1])
+
+        carry = jax.lax.while_loop(keep_going, body, carry)
+    return carry[0]
 
 
 # A toy decoder for tests and benchmarks (decode.toy_decoder_params), not a translation model;

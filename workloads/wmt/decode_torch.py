@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
+
 from algoperf.workloads.wmt.decode import (
     BEAM_SIZE,
     EOS_ID,
@@ -115,15 +116,43 @@ def is_done(state: BeamState, alpha: float = LENGTH_PENALTY_ALPHA) -> torch.Tens
     return (state.finished_scores[:, 0] >= bound).all()
 
 
+def _map_tensors(function: Callable[[torch.Tensor], torch.Tensor], tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return function(tree)
+    if isinstance(tree, dict):
+        return {key: _map_tensors(function, value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_tensors(function, value) for value in tree)
+    raise TypeError(f"a decoder cache holds tensors, dicts, lists and tuples, not {type(tree)}")
+
+
 def reorder_cache(cache: Any, rows: torch.Tensor) -> Any:
     """Every leaf of the cache pytree with its first axis taken at `rows`."""
-    if isinstance(cache, torch.Tensor):
-        return cache.index_select(0, rows)
-    if isinstance(cache, dict):
-        return {key: reorder_cache(value, rows) for key, value in cache.items()}
-    if isinstance(cache, (list, tuple)):
-        return type(cache)(reorder_cache(value, rows) for value in cache)
-    raise TypeError(f"a decoder cache holds tensors, dicts, lists and tuples, not {type(cache)}")
+    return _map_tensors(lambda leaf: leaf.index_select(0, rows), cache)
+
+
+def cache_length(cache: Any, axis: int) -> int:
+    """The cache's number of positions: every leaf's size along `axis`, which must agree."""
+    lengths = set()
+    _map_tensors(lambda leaf: lengths.add(leaf.shape[axis]), cache)
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"the cache's leaves hold {sorted(lengths)} positions on axis {axis}.")
+    return lengths.pop()
+
+
+def _start_length(cache: Any, axis: int | None, max_len: int) -> int:
+    return max_len if axis is None else cache_length(cache, axis)
+
+
+def grow_cache(cache: Any, axis: int, length: int) -> Any:
+    """Every leaf zero-padded along `axis` to `length` positions."""
+
+    def grow(leaf: torch.Tensor) -> torch.Tensor:
+        shape = list(leaf.shape)
+        shape[axis] = length - shape[axis]
+        return torch.cat([leaf, leaf.new_zeros(shape)], dim=axis)
+
+    return _map_tensors(grow, cache)
 
 
 def _search_step(step_fn: StepFn, eos_id: int, alpha: float, state, cache, context, t):
@@ -139,7 +168,8 @@ def _search_step(step_fn: StepFn, eos_id: int, alpha: float, state, cache, conte
 @functools.cache
 def _compiled(function: Callable) -> Callable:
     # One wrapper per search function: dynamo then compiles once per model step and shape.
-    return torch.compile(function, dynamic=False)
+    # fullgraph: the model's step must trace whole too (decode.py, the step interface).
+    return torch.compile(function, dynamic=False, fullgraph=True)
 
 
 def beam_search(
@@ -152,6 +182,7 @@ def beam_search(
     max_len: int = MAX_DECODE_LENGTH,
     eos_id: int = EOS_ID,
     alpha: float = LENGTH_PENALTY_ALPHA,
+    cache_axis: int | None = None,
     early_exit: bool = True,
     check_every: int = 1,
     compile: bool = False,
@@ -161,24 +192,35 @@ def beam_search(
     Args:
       step_fn: `step_fn(tokens [N], cache, t, context) -> (log_probs [N, V], cache)`, with
         N = batch_size * beam_size and `t` a 0-d int64 tensor on the cache's device.
-      cache: the decoder's cache for N rows and `max_len` positions (every leaf [N, ...]).
-      context: what the step reads and no step changes (encoder output and source mask,
-        `repeat_for_beams`), passed through untouched; never reordered.
+      cache: the decoder's cache for N rows (every leaf [N, ...]) and `max_len` positions, or
+        fewer with `cache_axis`.
+      context: what the step reads and no step changes (encoder output and source mask),
+        passed to every step untouched; never reordered.
+      cache_axis: the positions' axis in every cache leaf. Given it, the cache may start with
+        fewer positions than `max_len` and is doubled (zero-padded, at most to `max_len`)
+        whenever the search reaches its end; the step must then read the cache's length from
+        its shape. Reordering and attending over a short cache costs less, and most batches
+        end long before `max_len`.
       early_exit: stop once no alive beam can beat its source's best finished sequence (the
         result is the same as running all `max_len` steps).
       check_every: read the early-exit flag from the device every this many steps.
       compile: run each step (the model's step and the search's own work) through
-        torch.compile, compiled once per model step and shape.
+        torch.compile, compiled once per model step and cache length.
 
     Returns:
-      The K best finished sequences per source, best first, and their scores.
+      The K best finished sequences per source, best first, their scores and the number of
+      positions decoded.
     """
     device = _cache_device(cache)
     state = initial_state(batch_size, beam_size, max_len, device)
     search_step = _compiled(_search_step) if compile else _search_step
+    length = _start_length(cache, cache_axis, max_len)
     t = torch.zeros((), dtype=torch.int64, device=device)
     steps = 0
     while steps < max_len:
+        if steps == length:
+            length = min(2 * length, max_len)
+            cache = grow_cache(cache, cache_axis, length)
         state, cache, done, t = search_step(step_fn, eos_id, alpha, state, cache, context, t)
         steps += 1
         if early_exit and steps % check_every == 0 and bool(done):
@@ -204,21 +246,26 @@ def greedy_search(
     batch_size: int,
     max_len: int = MAX_DECODE_LENGTH,
     eos_id: int = EOS_ID,
+    cache_axis: int | None = None,
     check_every: int = 1,
     compile: bool = False,
 ) -> torch.Tensor:
     """The most likely token at each position until EOS: int64 [batch_size, max_len], 0 after
-    EOS. The step interface of `beam_search` with N = batch_size (no reordering)."""
+    EOS. The arguments are `beam_search`'s, with N = batch_size (nothing is reordered)."""
     device = _cache_device(cache)
     tokens = torch.full((batch_size, max_len), PAD_ID, dtype=torch.int64, device=device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     greedy_step = _compiled(_greedy_step) if compile else _greedy_step
+    length = _start_length(cache, cache_axis, max_len)
     t = torch.zeros((), dtype=torch.int64, device=device)
-    for steps in range(1, max_len + 1):
+    for steps in range(max_len):
+        if steps == length:
+            length = min(2 * length, max_len)
+            cache = grow_cache(cache, cache_axis, length)
         tokens, finished, cache, done, t = greedy_step(
             step_fn, eos_id, tokens, finished, cache, context, t
         )
-        if steps % check_every == 0 and bool(done):
+        if (steps + 1) % check_every == 0 and bool(done):
             break
     return tokens
 
@@ -268,7 +315,8 @@ def toy_forward(params: dict, inputs: torch.Tensor, context: torch.Tensor) -> to
 def toy_step(params: dict, tokens: torch.Tensor, cache: dict, t: torch.Tensor, context):
     """The toy through the step interface, with its key/value cache (`toy_cache`)."""
     positions = torch.arange(cache["keys"].shape[1], device=tokens.device)
-    x = params["embed"][tokens] + params["position"][t] + context
+    # index_select, not [t]: indexing by a 0-d tensor reads it on the host (a graph break).
+    x = params["embed"][tokens] + params["position"].index_select(0, t.reshape(1)) + context
     here = (positions == t)[None, :, None]
     keys = torch.where(here, (x @ params["key"])[:, None, :], cache["keys"])
     values = torch.where(here, (x @ params["value"])[:, None, :], cache["values"])
