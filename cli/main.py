@@ -18,13 +18,12 @@ import time
 import traceback
 import typing
 
-from algoperf.cli import common, listing, prepare, scoring, smoke
-from algoperf.launch import cli as launch_cli
-
 from algoperf import __version__, console
+from algoperf.cli import common, listing, prepare, scoring, smoke
 from algoperf.config import RunConfig
 from algoperf.config_args import Parser, add_config_arguments
 from algoperf.errors import StorageError, SubmissionFailed
+from algoperf.launch import cli as launch_cli
 from algoperf.studies import SweepConfig
 
 # How long a rank other than 0 waits before printing its error (see _report_error).

@@ -133,7 +133,6 @@ def _warn(messages: list[str], limit: int = MAX_WARNINGS) -> None:
 def command_score(args: argparse.Namespace) -> int:
     """Runs `algoperf score`; 0 on success, 2 on bad input."""
     from algoperf.cli.catalog import workload_catalog
-
     from algoperf.scoring import read, report, score, targets
 
     catalog = workload_catalog()
@@ -179,7 +178,6 @@ def command_check_logs(args: argparse.Namespace) -> int:
     """Runs `algoperf check-logs`; 0 if no violation (warnings allowed), 1 if any, 2 on bad
     input."""
     from algoperf.cli.catalog import workload_catalog
-
     from algoperf.scoring import check_logs
     from algoperf.search_space import load_search_space
 

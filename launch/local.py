@@ -12,11 +12,10 @@ import signal
 import socket
 import subprocess
 
+from algoperf import console, logs
 from algoperf.launch import state, trial
 from algoperf.launch.state import LaunchError
 from algoperf.launch.sweep import Sweep, Trial
-
-from algoperf import console, logs
 
 
 def visible_gpus() -> list[str]:

@@ -26,11 +26,11 @@ import sys
 import time
 
 import submitit
+
+from algoperf import console
 from algoperf.launch import state, trial
 from algoperf.launch.state import LaunchError
 from algoperf.launch.sweep import Sweep, Trial
-
-from algoperf import console
 
 SUBMITIT_DIR = "submitit"
 TAG = "algoperf launch"

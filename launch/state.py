@@ -17,10 +17,9 @@ import subprocess
 import tempfile
 import time
 
+from algoperf import checkpoint, console, logs
 from algoperf.launch import trial as trial_files
 from algoperf.launch.sweep import Sweep, Trial
-
-from algoperf import checkpoint, console, logs
 
 NODE_LOCAL_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 """Folders that are private to each machine; compute nodes other than this one cannot see them."""

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import pytest
+
 from algoperf.workloads.mnist import input_pipeline as mnist
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -11,10 +11,9 @@ import pytest
 
 pytest.importorskip("pandas")  # the `scoring` extra
 
+from algoperf import workloads  # noqa: E402
 from algoperf.cli.catalog import workload_catalog  # noqa: E402
 from algoperf.cli.scoring import add_commands  # noqa: E402
-
-from algoperf import workloads  # noqa: E402
 from algoperf.scoring import check_logs  # noqa: E402
 
 CATALOG = workload_catalog()

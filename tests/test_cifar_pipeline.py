@@ -17,12 +17,12 @@ import tarfile
 import data_utils
 import numpy as np
 import pytest
-from algoperf.workloads.cifar import SPEC
-from algoperf.workloads.cifar import input_pipeline as pipeline
-from algoperf.workloads.cifar import prepare as prepare_module
 
 from algoperf import workloads
 from algoperf.data.sharding import Shard
+from algoperf.workloads.cifar import SPEC
+from algoperf.workloads.cifar import input_pipeline as pipeline
+from algoperf.workloads.cifar import prepare as prepare_module
 
 IMAGES_PER_FILE = 20
 NUM_TRAIN, NUM_VALIDATION, NUM_TEST = 90, 10, 20

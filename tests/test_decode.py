@@ -9,8 +9,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from algoperf.workloads.cifar import input_pipeline as cifar
-from algoperf.workloads.mnist import input_pipeline as mnist
 
 from algoperf import rng as np_rng
 from algoperf import workloads
@@ -19,6 +17,8 @@ from algoperf.data.arrays import ArraySplit, Normalise, chunk_plans, train_batch
 from algoperf.data.sharding import Shard
 from algoperf.torch import chunks as torch_chunks
 from algoperf.torch.chunks import normalise_tensor, tensor_train_batches
+from algoperf.workloads.cifar import input_pipeline as cifar
+from algoperf.workloads.mnist import input_pipeline as mnist
 
 NORMALISERS = {
     "mnist": mnist.NORMALISE,

@@ -13,10 +13,10 @@ import tarfile
 
 import numpy as np
 import pytest
-from algoperf.workloads.fastmri import fixture, prepare
-from algoperf.workloads.fastmri import input_pipeline as pipeline
 
 from algoperf.data.sharding import Shard
+from algoperf.workloads.fastmri import fixture, prepare
+from algoperf.workloads.fastmri import input_pipeline as pipeline
 
 
 @pytest.fixture(scope="module")

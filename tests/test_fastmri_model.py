@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from algoperf.workloads.fastmri import ssim
 from skimage import data as skimage_data
 from skimage.metrics import structural_similarity as skimage_ssim
 from skimage.transform import resize
+
+from algoperf.workloads.fastmri import ssim
 
 SKIMAGE_SETTINGS = {
     "win_size": 7,
@@ -173,10 +174,12 @@ def framework_ssim(framework: str, batch: dict) -> np.ndarray:
     args = [batch[k] for k in ("outputs", "targets", "mean", "std", "volume_max")]
     if framework == "pytorch":
         import torch
+
         from algoperf.workloads.fastmri import model_torch
 
         return model_torch.ssim_per_example(*map(torch.from_numpy, args)).numpy()
     import jax
+
     from algoperf.workloads.fastmri import model_jax
 
     return np.asarray(jax.jit(model_jax.ssim_per_example)(*args))
@@ -205,12 +208,14 @@ def eval_outputs(framework: str, batch: dict) -> dict[str, float]:
     logits, inputs = batch["outputs"], {**batch, "targets": batch["targets"]}
     if framework == "pytorch":
         import torch
+
         from algoperf.workloads.fastmri import model_torch
 
         tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
         out = model_torch.fastmri_eval_outputs(torch.from_numpy(logits), tensors)
         return {k: float(v) for k, v in out.items()}
     import jax
+
     from algoperf.workloads.fastmri import model_jax
 
     out = jax.jit(model_jax.fastmri_eval_outputs)(logits, inputs)
@@ -244,6 +249,7 @@ def test_loss_contract(framework):
     expected = np.abs(logits - targets).astype(np.float64).mean((1, 2))
     if framework == "pytorch":
         import torch
+
         from algoperf.workloads.fastmri import model_torch
 
         def loss(*args):
@@ -266,6 +272,7 @@ def test_loss_contract(framework):
 # --- the U-Net ----------------------------------------------------------------------------------
 def torch_unet(seed: int = 0, **kwargs):
     import torch
+
     from algoperf.workloads.fastmri import model_torch, testing
 
     torch.manual_seed(seed)
@@ -277,6 +284,7 @@ def torch_unet(seed: int = 0, **kwargs):
 def jax_forward(model, inputs: np.ndarray, **kwargs) -> np.ndarray:
     """The flax U-Net with the torch model's weights (the registry suite's weight map)."""
     import jax
+
     from algoperf.workloads.fastmri import model_jax, testing
 
     variables = testing.TESTS.torch_to_flax(model)
@@ -304,6 +312,7 @@ def test_any_size_in_both_frameworks(shape):
 def test_instance_norm_is_torchs():
     import torch
     import torch.nn.functional as F
+
     from algoperf.workloads.fastmri import model_torch
 
     x = torch.randn(3, 5, 9, 7) * 4 + 2
@@ -320,6 +329,7 @@ def test_dropout_drops_whole_channels(framework):
     inputs = np.random.default_rng(0).normal(size=(batch, 12, 12, 3)).astype(np.float32)
     if framework == "pytorch":
         import torch
+
         from algoperf.workloads.fastmri import model_torch
 
         torch.manual_seed(0)
@@ -329,6 +339,7 @@ def test_dropout_drops_whole_channels(framework):
         planes = out.numpy().reshape(batch * channels, -1)
     else:
         import jax
+
         from algoperf.workloads.fastmri import model_jax
 
         block = model_jax.ConvBlock(channels, "leaky_relu", False)
@@ -347,6 +358,7 @@ def test_init_is_lecun_normal_in_both_frameworks():
     import jax
     import jax.numpy as jnp
     import torch
+
     from algoperf.workloads.fastmri import model_jax, model_torch
 
     sizes = {"num_channels": 16, "num_pool_layers": 2}

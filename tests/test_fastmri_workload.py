@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+
 from algoperf.workloads.fastmri import fixture
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

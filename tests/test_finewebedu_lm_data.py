@@ -12,10 +12,10 @@ import shutil
 
 import numpy as np
 import pytest
-from algoperf.workloads.finewebedu_lm import fixture, prepare, release
-from algoperf.workloads.finewebedu_lm import input_pipeline as pipeline
 
 from algoperf.data.sharding import Shard
+from algoperf.workloads.finewebedu_lm import fixture, prepare, release
+from algoperf.workloads.finewebedu_lm import input_pipeline as pipeline
 
 WINDOW = fixture.SEQ_LEN + 1
 FIXTURE_EXPECTED = prepare.Expected(

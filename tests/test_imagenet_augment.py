@@ -9,8 +9,6 @@ import imagenet_fixture as fixture
 import numpy as np
 import pytest
 import torch
-from algoperf.workloads.imagenet import augment
-from algoperf.workloads.imagenet import input_pipeline as pipeline
 from PIL import Image
 
 from algoperf import rng as np_rng
@@ -18,6 +16,8 @@ from algoperf import spec, workloads
 from algoperf.data.loader import worker_batches
 from algoperf.data.sharding import Shard
 from algoperf.torch.workload import to_torch
+from algoperf.workloads.imagenet import augment
+from algoperf.workloads.imagenet import input_pipeline as pipeline
 
 SIZE = 16  # model input side on the fixture tree
 BATCH = 4

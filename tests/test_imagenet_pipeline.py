@@ -16,12 +16,12 @@ import data_utils
 import imagenet_fixture as fixture
 import numpy as np
 import pytest
-from algoperf.workloads.imagenet import input_pipeline as pipeline
-from algoperf.workloads.imagenet import prepare as prepare_module
 from PIL import Image
 
 from algoperf import workloads
 from algoperf.data.sharding import Shard
+from algoperf.workloads.imagenet import input_pipeline as pipeline
+from algoperf.workloads.imagenet import prepare as prepare_module
 
 NUM_CLASSES, PER_CLASS, VAL_PER_CLASS, V2_PER_CLASS = 4, 5, 3, 2
 NUM_TRAIN = NUM_CLASSES * PER_CLASS  # 20

@@ -22,13 +22,13 @@ import jax
 import numpy as np
 import pytest
 import torch
-from algoperf.workloads import parity
-from algoperf.workloads.imagenet_resnet import model_jax, model_torch
 
 from algoperf import rng as np_rng
 from algoperf import spec, workloads
 from algoperf.config import RunConfig
 from algoperf.torch.workload import to_torch
+from algoperf.workloads import parity
+from algoperf.workloads.imagenet_resnet import model_jax, model_torch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NAMES = (

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from algoperf.workloads.imagenet_vit import model_jax, model_torch
 from flax import linen as flax_nn
+
+from algoperf.workloads.imagenet_vit import model_jax, model_torch
 
 VIT_B_DEFAULTS = (87_006_184, 200)  # as upstream's test_num_params builds them
 

@@ -61,13 +61,13 @@ def run_worker(device_count: int, out: pathlib.Path, data_dir: pathlib.Path) -> 
 def worker(out: str, data_dir: str) -> None:
     """K NAdamW steps on fixed global batches; saves params and what the shardings were."""
     import jax
-    from algoperf.workloads.mnist.input_pipeline import fake_batch
 
     from algoperf import workloads
     from algoperf.jax import sharding
     from algoperf.process import configure_process
     from algoperf.search_space import hparams_from_json
     from algoperf.submission import load_submission
+    from algoperf.workloads.mnist.input_pipeline import fake_batch
 
     configure_process("jax", "v1.0")
     workload = workloads.load("mnist", "jax")

@@ -3,6 +3,7 @@
 import sys
 
 import pytest
+
 from algoperf.launch.torchrun import main, torchrun_command
 
 

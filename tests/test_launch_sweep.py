@@ -11,14 +11,14 @@ import stat
 import sys
 
 import pytest
+from slurm_fixture import TRIAL_KEYS, launch, metric_rows, sweep_text, wait_until
+
+from algoperf import logs
 from algoperf.cli.main import main
 from algoperf.launch import state
 from algoperf.launch import sweep as sweep_module
 from algoperf.launch import trial as trial_files
 from algoperf.launch.sweep import load_sweep
-from slurm_fixture import TRIAL_KEYS, launch, metric_rows, sweep_text, wait_until
-
-from algoperf import logs
 from algoperf.studies import SweepConfig, sweep_configs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

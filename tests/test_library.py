@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from algoperf.workloads.mnist.model_torch import MLP
 
 from algoperf.torch import library
+from algoperf.workloads.mnist.model_torch import MLP
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plain_pytorch_loop.py"

@@ -10,14 +10,14 @@ import struct
 import data_utils
 import numpy as np
 import pytest
-from algoperf.workloads.mnist import SPEC
-from algoperf.workloads.mnist import input_pipeline as mnist
 
 from algoperf import logs
 from algoperf.data.download import fetch
 from algoperf.data.sharding import Shard
 from algoperf.errors import StorageError
 from algoperf.workload_base import SpecWorkload
+from algoperf.workloads.mnist import SPEC
+from algoperf.workloads.mnist import input_pipeline as mnist
 
 
 @pytest.fixture

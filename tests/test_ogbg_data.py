@@ -13,13 +13,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from algoperf.workloads.ogbg import fixture, prepare
-from algoperf.workloads.ogbg import input_pipeline as pipeline
-from algoperf.workloads.ogbg.metrics import average_precision, mean_average_precision
 
 from algoperf.data.download import fetch
 from algoperf.data.packing import greedy_pack, ragged_positions
 from algoperf.data.sharding import Shard
+from algoperf.workloads.ogbg import fixture, prepare
+from algoperf.workloads.ogbg import input_pipeline as pipeline
+from algoperf.workloads.ogbg.metrics import average_precision, mean_average_precision
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+
 from algoperf.workloads import parity
 from algoperf.workloads.ogbg import model_jax, model_torch, testing
 

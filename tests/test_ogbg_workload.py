@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+
 from algoperf.workloads.ogbg import fixture
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -15,10 +15,9 @@ import pytest
 
 pd = pytest.importorskip("pandas")  # the `scoring` extra
 
+from algoperf import workloads  # noqa: E402
 from algoperf.cli.catalog import workload_catalog  # noqa: E402
 from algoperf.cli.scoring import add_commands  # noqa: E402
-
-from algoperf import workloads  # noqa: E402
 from algoperf.scoring import read, score, targets  # noqa: E402
 from algoperf.scoring.catalog import WorkloadCatalog  # noqa: E402
 

@@ -18,11 +18,11 @@ import sys
 import time
 
 import pytest
-from algoperf.launch import state
-from algoperf.launch import trial as trial_files
 from slurm_fixture import MAX_STEPS, TRIAL_KEYS, launch, metric_rows, sweep_text, wait_until
 
 from algoperf import checkpoint
+from algoperf.launch import state
+from algoperf.launch import trial as trial_files
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

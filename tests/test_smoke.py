@@ -11,10 +11,10 @@ import textwrap
 import traceback
 
 import pytest
-from algoperf.cli import smoke
-from algoperf.cli.main import main
 
 from algoperf import workloads
+from algoperf.cli import smoke
+from algoperf.cli.main import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NADAMW = ROOT / "submissions" / "nadamw"

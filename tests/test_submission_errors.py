@@ -15,9 +15,9 @@ import types
 
 import numpy as np
 import pytest
-from algoperf.cli import main as cli_main
 
 from algoperf import spec
+from algoperf.cli import main as cli_main
 from algoperf.clock import Clock
 from algoperf.config import RunConfig
 from algoperf.errors import StorageError, SubmissionFailed

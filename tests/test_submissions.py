@@ -19,11 +19,11 @@ import warnings
 
 import numpy as np
 import pytest
-from algoperf.submissions.common import batch_sizes, schedules
 
 from algoperf import rng as np_rng
 from algoperf import workloads
 from algoperf.search_space import load_search_space, sample_points
+from algoperf.submissions.common import batch_sizes, schedules
 
 SUBMISSIONS_DIR = pathlib.Path(__file__).resolve().parents[1] / "submissions"
 SUBMISSIONS = ("nadamw", "nadamw_self_tuning", "adamw", "sgd_nesterov")
@@ -175,6 +175,7 @@ def test_nadamw_torch_matches_jax_for_three_steps():
     torch = pytest.importorskip("torch")
     pytest.importorskip("jax")
     import optax
+
     from algoperf.submissions.common.nadamw_jax import nadamw
     from algoperf.submissions.common.nadamw_torch import NAdamW
 

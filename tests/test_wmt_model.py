@@ -20,11 +20,11 @@ import optax
 import pytest
 import torch
 import torch.nn.functional as F
-from algoperf.workloads import parity
-from algoperf.workloads.wmt import testing
 
 from algoperf import workloads
 from algoperf.param_types import infer_parameter_type
+from algoperf.workloads import parity
+from algoperf.workloads.wmt import testing
 
 
 def _module(framework: str):

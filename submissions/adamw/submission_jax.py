@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import optax
+
+from algoperf import spec
 from algoperf.submissions.common import batch_sizes, jax_step
 from algoperf.submissions.common.defaults import data_selection, prepare_for_eval
 from algoperf.submissions.common.schedules import schedule_for
-
-from algoperf import spec
 
 __all__ = [
     "get_batch_size",

@@ -11,13 +11,13 @@ schedule spans step_hint * step_hint_factor steps; default 0.75).
 from __future__ import annotations
 
 import torch
+
+from algoperf import spec
+from algoperf.pytorch_utils import pytorch_setup
 from algoperf.submissions.common import batch_sizes, torch_step
 from algoperf.submissions.common.defaults import data_selection, prepare_for_eval
 from algoperf.submissions.common.schedules import schedule_for
 from algoperf.submissions.common.torch_step import update_params
-
-from algoperf import spec
-from algoperf.pytorch_utils import pytorch_setup
 
 __all__ = [
     "get_batch_size",

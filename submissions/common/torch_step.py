@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from algoperf.submissions.common.schedules import WarmupCosine
 from torch.optim.lr_scheduler import LambdaLR
 
 from algoperf import spec
 from algoperf.pytorch_utils import pytorch_setup
+from algoperf.submissions.common.schedules import WarmupCosine
 
 USE_PYTORCH_DDP, _, _, WORLD_SIZE = pytorch_setup()
 

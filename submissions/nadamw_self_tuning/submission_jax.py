@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from algoperf import spec
 from algoperf.submissions.common.defaults import data_selection, prepare_for_eval
 from algoperf.submissions.nadamw import submission_jax as nadamw
 from algoperf.submissions.nadamw_self_tuning.hyperparameters import HYPERPARAMETERS
-
-from algoperf import spec
 
 __all__ = [
     "get_batch_size",

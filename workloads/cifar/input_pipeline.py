@@ -14,9 +14,9 @@ import pathlib
 import pickle
 
 import numpy as np
-from algoperf.workloads.cifar import SPEC
 
 from algoperf.data.arrays import ArrayPipeline, ArraySplit, Normalise
+from algoperf.workloads.cifar import SPEC
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import pathlib
 import pickle
 
 import numpy as np
-from algoperf.workloads import parity
-from algoperf.workloads.cifar import input_pipeline
 
 from algoperf.spec import ParameterType as T
+from algoperf.workloads import parity
+from algoperf.workloads.cifar import input_pipeline
 
 IMAGES_PER_FILE = 10  # 5 train files -> 45 train / 5 validation (the last tenth); 10 test
 

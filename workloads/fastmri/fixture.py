@@ -18,6 +18,7 @@ import pathlib
 import tarfile
 
 import numpy as np
+
 from algoperf.workloads.fastmri import input_pipeline as pipeline
 from algoperf.workloads.fastmri import prepare
 

@@ -14,12 +14,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from algoperf.workloads.fastmri import metrics as fastmri_metrics
-from algoperf.workloads.fastmri import ssim
 from flax import linen as nn
 
 from algoperf import spec
 from algoperf.jax.workload import JaxWorkload
+from algoperf.workloads.fastmri import metrics as fastmri_metrics
+from algoperf.workloads.fastmri import ssim
 
 INSTANCE_NORM_EPS = 1e-5
 LAYER_NORM_EPS = 1e-6

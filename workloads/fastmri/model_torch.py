@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from algoperf.workloads.fastmri import metrics as fastmri_metrics
-from algoperf.workloads.fastmri import ssim
 from torch import nn
 
 from algoperf import spec
 from algoperf.torch.init import lecun_normal_
 from algoperf.torch.workload import TorchWorkload
+from algoperf.workloads.fastmri import metrics as fastmri_metrics
+from algoperf.workloads.fastmri import ssim
 
 INSTANCE_NORM_EPS = 1e-5
 LAYER_NORM_EPS = 1e-6

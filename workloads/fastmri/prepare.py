@@ -29,9 +29,8 @@ import tarfile
 import time
 from collections.abc import Callable, Mapping
 
-from algoperf.workloads.fastmri import input_pipeline as pipeline
-
 from algoperf.data import preparing
+from algoperf.workloads.fastmri import input_pipeline as pipeline
 
 ARCHIVES = {
     pipeline.TRAIN_DIR: "knee_singlecoil_train.tar.xz",

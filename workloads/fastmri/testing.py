@@ -7,10 +7,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from algoperf.workloads import parity
-from algoperf.workloads.fastmri import fixture
 
 from algoperf.spec import ParameterType as T
+from algoperf.workloads import parity
+from algoperf.workloads.fastmri import fixture
 
 TINY = {"num_channels": 8, "num_pool_layers": 2}
 """Every module type of the full-size U-Net, narrow: two down blocks, the bottleneck, two up

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+
 from algoperf.workloads.finewebedu_lm import prepare, release
 
 SHARD_DOCUMENTS = (23, 19, 18)

@@ -43,6 +43,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
+
+from algoperf.data import preparing
+from algoperf.data.download import file_digest
 from algoperf.workloads.finewebedu_lm import input_pipeline as pipeline
 from algoperf.workloads.finewebedu_lm.release import (
     CONFIG,
@@ -59,9 +62,6 @@ from algoperf.workloads.finewebedu_lm.release import (
     load_tokenizer,
     parquet_rows,
 )
-
-from algoperf.data import preparing
-from algoperf.data.download import file_digest
 
 SPLIT_SEED = 0
 TRAIN_PARTS, PARTS = 9, 10

@@ -8,9 +8,8 @@ import dataclasses
 import pathlib
 from collections.abc import Callable
 
-from algoperf.workloads.finewebedu_lm import input_pipeline as pipeline
-
 from algoperf.data.download import fetch, file_digest
+from algoperf.workloads.finewebedu_lm import input_pipeline as pipeline
 
 REPO = "HuggingFaceFW/fineweb-edu"
 CONFIG = "sample-10BT"

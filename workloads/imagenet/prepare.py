@@ -27,9 +27,8 @@ import shutil
 import sys
 import tarfile
 
-from algoperf.workloads.imagenet import input_pipeline as pipeline
-
 from algoperf.data import preparing
+from algoperf.workloads.imagenet import input_pipeline as pipeline
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"

@@ -14,8 +14,9 @@ import pathlib
 import tarfile
 
 import numpy as np
-from algoperf.workloads.imagenet import input_pipeline as pipeline
 from PIL import Image
+
+from algoperf.workloads.imagenet import input_pipeline as pipeline
 
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 MAX_CLASSES = MAX_PER_CLASS = 16

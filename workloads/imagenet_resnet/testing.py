@@ -3,10 +3,9 @@ narrow bottleneck per stage on 64 px images, the fixture JPEG tree of workloads/
 
 from __future__ import annotations
 
+from algoperf.spec import ParameterType as T
 from algoperf.workloads import parity
 from algoperf.workloads.imagenet import testing as imagenet_testing
-
-from algoperf.spec import ParameterType as T
 
 SMALL = {"stage_sizes": (1, 1, 1, 1), "widths": (8, 8, 8, 8)}
 """One bottleneck per stage, narrow and equal widths (few distinct shapes): the same modules as

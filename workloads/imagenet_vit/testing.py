@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from algoperf.workloads import parity
-from algoperf.workloads.imagenet import testing as imagenet_testing
 
 from algoperf.spec import ParameterType as T
+from algoperf.workloads import parity
+from algoperf.workloads.imagenet import testing as imagenet_testing
 
 
 def map_probe(module) -> parity.Leaves | None:
@@ -29,8 +29,9 @@ def randomize_(model, seed: int = 0) -> None:
     """Non-trivial LN scales/biases, MLP biases and head: a fresh ViT has LN 1/0, MLP biases
     ~1e-6 and a zero head, so its logits would be 0 and prove nothing."""
     import torch
-    from algoperf.workloads.imagenet_vit import model_torch
     from torch import nn
+
+    from algoperf.workloads.imagenet_vit import model_torch
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import pathlib
 import zipfile
 
 import numpy as np
+
 from algoperf.workloads.ogbg import input_pipeline as pipeline
 from algoperf.workloads.ogbg import prepare
 

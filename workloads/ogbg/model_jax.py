@@ -19,12 +19,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
-from algoperf.workloads.ogbg import metrics as ogbg_metrics
 from flax import linen as nn
 
 from algoperf import spec
 from algoperf.jax.layers import dropout
 from algoperf.jax.workload import JaxWorkload
+from algoperf.workloads.ogbg import metrics as ogbg_metrics
 
 LAYER_NORM_EPS = 1e-6
 NUM_TASKS = 128

@@ -12,12 +12,12 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from algoperf.workloads.ogbg import metrics as ogbg_metrics
 from torch import nn
 
 from algoperf import spec
 from algoperf.torch.init import lecun_init_
 from algoperf.torch.workload import TorchWorkload
+from algoperf.workloads.ogbg import metrics as ogbg_metrics
 
 LAYER_NORM_EPS = 1e-6
 NUM_TASKS = 128

@@ -25,11 +25,11 @@ import zipfile
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from algoperf.workloads.ogbg import input_pipeline as pipeline
 
 from algoperf.data import preparing
 from algoperf.data.download import fetch
 from algoperf.data.packing import ragged_positions
+from algoperf.workloads.ogbg import input_pipeline as pipeline
 
 URL = "https://snap.stanford.edu/ogb/data/graphproppred/csv_mol_download/pcba.zip"
 ARCHIVE = "pcba.zip"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from algoperf.workloads import parity
-from algoperf.workloads.ogbg import fixture
 
 from algoperf.spec import ParameterType as T
+from algoperf.workloads import parity
+from algoperf.workloads.ogbg import fixture
 
 NUM_TASKS = 128
 NODE_FEATURES, EDGE_FEATURES = 9, 3

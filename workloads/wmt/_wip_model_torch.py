@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from algoperf.workloads.wmt import decode_torch
-from algoperf.workloads.wmt import metrics as wmt_metrics
-from algoperf.workloads.wmt.decode import BEAM_SIZE
 from torch import nn
 
 from algoperf import spec
 from algoperf.torch.workload import TorchWorkload, unwrap
+from algoperf.workloads.wmt import decode_torch
+from algoperf.workloads.wmt import metrics as wmt_metrics
+from algoperf.workloads.wmt.decode import BEAM_SIZE
 
 MAX_LEN = 256
 LAYER_NORM_EPS = 1e-6

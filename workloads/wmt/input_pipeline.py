@@ -57,7 +57,6 @@ import pathlib
 from collections.abc import Mapping
 
 import numpy as np
-from algoperf.workloads.wmt import tokenizer as wmt_tokenizer
 
 from algoperf.data import indices as index_rules
 from algoperf.data.packing import greedy_pack, ragged_positions, starts_within_packs
@@ -69,6 +68,7 @@ from algoperf.data.pipeline import (
     whole_number_option,
 )
 from algoperf.data.sharding import Shard
+from algoperf.workloads.wmt import tokenizer as wmt_tokenizer
 
 DATASET_DIR = "wmt"
 SPLITS = ("train", "validation", "test")

@@ -2,10 +2,10 @@
 
 import jax.numpy as jnp
 import optax
-from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 from flax import linen as nn
 
 from algoperf.jax.workload import JaxWorkload
+from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 
 
 class Net(nn.Module):

@@ -1,10 +1,10 @@
 """The dry-run model in PyTorch: masked features -> Linear(16) -> ReLU -> Linear(3 labels)."""
 
 import torch.nn.functional as F
-from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 from torch import nn
 
 from algoperf.torch.workload import TorchWorkload
+from algoperf.workloads.dryrun.metrics import EVAL_METRICS
 
 
 class Net(nn.Module):
