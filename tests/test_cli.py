@@ -17,15 +17,15 @@ import types
 
 import numpy as np
 import pytest
+
+from algoperf import __version__, console, workloads
 from algoperf.cli import common
 from algoperf.cli import main as cli_main
 from algoperf.cli import prepare as prepare_cli
-from algoperf.workloads.mnist import input_pipeline as mnist
-from algoperf.workloads.mnist import prepare as mnist_prepare
-
-from algoperf import __version__, console, workloads
 from algoperf.config import RunConfig
 from algoperf.config_args import Parser, add_config_arguments
+from algoperf.workloads.mnist import input_pipeline as mnist
+from algoperf.workloads.mnist import prepare as mnist_prepare
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LIBRARY_FOLDERS = ("algoperf", "workloads", "launch", "cli", "submissions")
@@ -319,14 +319,17 @@ def test_a_run_starts_with_its_compile_choice_and_one_fallback_warning(tmp_path)
 
 
 # --- prepare and list --json ---------------------------------------------------------------
-def test_prepare_maps_workloads_and_variants_to_their_dataset():
+def test_prepare_maps_workloads_and_variants_to_their_dataset(monkeypatch):
     assert prepare_cli.dataset_of("imagenet_resnet_silu") == "imagenet"
     assert prepare_cli.dataset_of("imagenet_vit") == "imagenet"
     assert prepare_cli.dataset_of("imagenet") == "imagenet"
     assert prepare_cli.dataset_of("ogbg_gelu") == "ogbg"
     assert prepare_cli.dataset_of("fastmri_tanh") == "fastmri"
+    # A dataset without a prepare module (every dataset gets one in time: pretend wmt's is missing).
+    prepared = [d for d in prepare_cli.datasets_with_prepare() if d != "wmt"]
+    monkeypatch.setattr(prepare_cli, "datasets_with_prepare", lambda: prepared)
     with pytest.raises(ValueError, match="has no prepare step"):
-        prepare_cli.dataset_of("wmt")
+        prepare_cli.dataset_of("wmt_post_ln")
 
 
 def test_prepare_passes_its_dataset_flags_through(tmp_path, monkeypatch, capsys):
