@@ -14,7 +14,11 @@ The model supplies three things:
 - `cache`: the decoder's self-attention keys and values for `N` rows and `max_len` positions, a
   pytree (dict, tuple or list) of arrays **each with `N` as its first axis**. The search reorders
   every leaf along that axis after each step, as beams are kept, dropped and copied. Hold no step
-  counter in it (flax's `cache_index` is a scalar): the position comes as `t`.
+  counter in it (flax's `cache_index` is a scalar): the position comes as `t`. Better: start it
+  short (e.g. 32 positions) and pass `cache_axis=` (the positions' axis of every leaf) to the
+  search, which doubles it whenever decoding reaches its end; the step then reads the cache's
+  length from its shape. Each step reorders the whole cache and attends over all of it, so a
+  256-position cache costs 256 positions' work at every step of a batch that ends at 40.
 - `context`: any pytree the step reads and no step changes (the encoder output, the
   cross-attention keys and values, the source mask). Beams of one source share it, so it is
   passed to every step as it is and never reordered (copying it per step would cost as much as
