@@ -5,9 +5,6 @@ loader workers or in the main process alike."""
 
 from __future__ import annotations
 
-import csv
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -15,21 +12,29 @@ import time
 
 import numpy as np
 import pytest
+from workload_runs import assert_rows_close, env, eval_rows, metric_values
 
 from algoperf.workloads.fastmri import fixture
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = "model_kwargs={'num_channels':8,'num_pool_layers':2},image_size=32"
 METRICS = ("loss", "ssim", "num_examples")
+
+
+def rows(tmp_path, name, framework="pytorch") -> list[dict]:
+    return eval_rows(tmp_path / "exp", name, "fastmri", framework)
+
+
+def metrics(row: dict) -> dict[str, float]:
+    return metric_values(row, METRICS)
+
+
+def assert_metrics_close(got: list[dict], expected: list[dict], rtol: float) -> None:
+    assert_rows_close(got, expected, METRICS, rtol)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return fixture.write_fixture(tmp_path_factory.mktemp("fastmri"))
-
-
-def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **extra}
 
 
 def args(data_dir, tmp_path, name, framework="pytorch", steps=4, workers=0, *extra) -> list[str]:
@@ -40,28 +45,6 @@ def args(data_dir, tmp_path, name, framework="pytorch", steps=4, workers=0, *ext
         "--eval_every_steps", "2", "--torch_compile", "false", "--download", "false",
         "--progress", "false", "--workload_options", f"{TINY},num_workers={workers}", *extra,
     ]  # fmt: skip
-
-
-def rows(tmp_path, name, framework="pytorch") -> list[dict]:
-    path = tmp_path / "exp" / name / f"fastmri_{framework}" / "trial_1" / "eval_measurements.csv"
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def metrics(row: dict) -> dict[str, float]:
-    return {
-        f"{split}/{name}": float(row[f"{split}/{name}"])
-        for split in ("train", "validation", "test")
-        for name in METRICS
-        if f"{split}/{name}" in row
-    }
-
-
-def assert_metrics_close(got: list[dict], expected: list[dict], rtol: float) -> None:
-    assert [r["global_step"] for r in got] == [r["global_step"] for r in expected]
-    for a, b in zip(got, expected):
-        for key, value in metrics(b).items():
-            assert metrics(a)[key] == pytest.approx(value, rel=rtol, abs=1e-7), key
 
 
 def run(command: list[str], **extra_env: str) -> subprocess.CompletedProcess:

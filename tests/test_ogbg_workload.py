@@ -4,9 +4,6 @@ trial stopped mid-way resumes to the uninterrupted trial's rows."""
 
 from __future__ import annotations
 
-import csv
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -14,21 +11,29 @@ import time
 
 import numpy as np
 import pytest
+from workload_runs import assert_rows_close, env, eval_rows, metric_values
 
 from algoperf.workloads.ogbg import fixture
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = "model_kwargs={'latent_dim':8,'hidden_dims':[16],'num_message_passing_steps':2}"
 METRICS = ("accuracy", "loss", "mean_average_precision", "num_examples")
+
+
+def rows(tmp_path, name, framework="pytorch") -> list[dict]:
+    return eval_rows(tmp_path / "exp", name, "ogbg", framework)
+
+
+def metrics(row: dict) -> dict[str, float]:
+    return metric_values(row, METRICS)
+
+
+def assert_metrics_close(got: list[dict], expected: list[dict], rtol: float) -> None:
+    assert_rows_close(got, expected, METRICS, rtol)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return fixture.write_fixture(tmp_path_factory.mktemp("ogbg"))
-
-
-def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **extra}
 
 
 def args(data_dir, tmp_path, name, framework="pytorch", steps=4, *extra) -> list[str]:
@@ -39,28 +44,6 @@ def args(data_dir, tmp_path, name, framework="pytorch", steps=4, *extra) -> list
         "--eval_every_steps", "2", "--torch_compile", "false", "--download", "false",
         "--progress", "false", "--workload_options", TINY, *extra,
     ]  # fmt: skip
-
-
-def rows(tmp_path, name, framework="pytorch") -> list[dict]:
-    path = tmp_path / "exp" / name / f"ogbg_{framework}" / "trial_1" / "eval_measurements.csv"
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def metrics(row: dict) -> dict[str, float]:
-    return {
-        f"{split}/{name}": float(row[f"{split}/{name}"])
-        for split in ("train", "validation", "test")
-        for name in METRICS
-        if f"{split}/{name}" in row
-    }
-
-
-def assert_metrics_close(got: list[dict], expected: list[dict], rtol: float) -> None:
-    assert [r["global_step"] for r in got] == [r["global_step"] for r in expected]
-    for a, b in zip(got, expected):
-        for key, value in metrics(b).items():
-            assert metrics(a)[key] == pytest.approx(value, rel=rtol, abs=1e-7), key
 
 
 @pytest.mark.slow
