@@ -190,6 +190,51 @@ def test_early_exit_changes_nothing(framework):
     np.testing.assert_allclose(early[1][:, 0], full[1][:, 0], rtol=1e-6)
 
 
+def never_ending(step, source_row: int, beam: int, xp):
+    """`step` with EOS forbidden in the beams of source `source_row` (a padding row that
+    would otherwise decode to max_len)."""
+
+    def wrapped(tokens, cache, t, context):
+        log_probs, cache = step(tokens, cache, t, context)
+        rows = (np.arange(len(tokens)) // beam == source_row)[:, None]
+        columns = (np.arange(log_probs.shape[1]) == EOS)[None, :]
+        return xp.where(xp.asarray(rows & columns), -xp.inf, log_probs), cache
+
+    return wrapped
+
+
+def test_padding_rows_do_not_hold_back_the_early_exit():
+    weights, source = toy(30, 24, seed=5, eos_bias=4.0, sources=3)
+    kept = source[[0, 2]]
+    expected = torch_search(weights, kept, beam=4, max_len=24)
+    assert expected[2] < 24
+    valid = np.asarray([True, False, True])
+    rows = 3 * 4
+
+    params_t = dt.toy_params(weights)
+    step_t = never_ending(functools.partial(dt.toy_step, params_t), 1, 4, torch)
+    context_t = dt.repeat_for_beams(torch.from_numpy(source), 4)
+    for given, steps in ((None, 24), (torch.from_numpy(valid), expected[2])):
+        out = dt.beam_search(
+            step_t, dt.toy_cache(params_t, rows, 24), context_t, batch_size=3, max_len=24,
+            valid=given,
+        )  # fmt: skip
+        assert out.steps == steps
+    np.testing.assert_array_equal(out.tokens.numpy()[[0, 2], 0], expected[0][:, 0])
+
+    @jax.jit
+    def jax_search_padded(params, context, valid):
+        step = never_ending(functools.partial(dj.toy_step, params), 1, 4, jnp)
+        return dj.beam_search(
+            step, dj.toy_cache(params, rows, 24), dj.repeat_for_beams(context, 4), batch_size=3,
+            max_len=24, valid=valid,
+        )  # fmt: skip
+
+    out = jax_search_padded(dj.toy_params(weights), jnp.asarray(source), jnp.asarray(valid))
+    assert int(out.steps) == expected[2]
+    np.testing.assert_array_equal(np.asarray(out.tokens)[[0, 2], 0], expected[0][:, 0])
+
+
 @pytest.mark.parametrize("framework", SEARCHES)
 def test_a_sequence_without_eos_keeps_its_tokens(framework):
     # EOS (and pad) can never be emitted: every candidate runs to max_len.

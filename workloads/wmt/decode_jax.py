@@ -97,16 +97,23 @@ def advance(
     return new_state, rows.reshape(-1)
 
 
-def is_done(state: BeamState, alpha: float = LENGTH_PENALTY_ALPHA) -> jax.Array:
-    """decode_torch.is_done: no alive beam can still beat its source's best finished one."""
+def is_done(state: BeamState, valid: jax.Array, alpha: float = LENGTH_PENALTY_ALPHA) -> jax.Array:
+    """decode_torch.is_done: no alive beam of a valid source can still beat its best finished
+    one."""
     max_len = state.alive_tokens.shape[2]
     bound = state.alive_log_probs[:, 0] / length_penalty(float(max_len), alpha)
-    return jnp.all(state.finished_scores[:, 0] >= bound)
+    return jnp.all((state.finished_scores[:, 0] >= bound) | ~valid)
 
 
 def reorder_cache(cache: Any, rows: jax.Array) -> Any:
     """Every leaf of the cache pytree with its first axis taken at `rows`."""
     return jax.tree_util.tree_map(lambda leaf: jnp.take(leaf, rows, axis=0), cache)
+
+
+def _valid(valid: jax.Array | None, batch_size: int) -> jax.Array:
+    if valid is None:
+        return jnp.ones(batch_size, bool)
+    return jnp.asarray(valid).astype(bool).reshape(batch_size)
 
 
 def cache_length(cache: Any, axis: int) -> int:
@@ -147,6 +154,7 @@ def beam_search(
     eos_id: int = EOS_ID,
     alpha: float = LENGTH_PENALTY_ALPHA,
     cache_axis: int | None = None,
+    valid: jax.Array | None = None,
     early_exit: bool = True,
 ) -> BeamSearchOutput:
     """Beam search over `batch_size` sources; the arguments are decode_torch.beam_search's
@@ -163,6 +171,7 @@ def beam_search(
         state, rows = advance(state, log_probs, t, eos_id=eos_id, alpha=alpha)
         return state, reorder_cache(cache, rows), t + 1
 
+    valid = _valid(valid, batch_size)
     carry = (initial_state(batch_size, beam_size, max_len), cache, jnp.zeros((), jnp.int32))
     for index, length in enumerate(cache_lengths(cache, cache_axis, max_len)):
         if index:
@@ -170,7 +179,7 @@ def beam_search(
 
         def keep_going(carry, length=length):
             going = carry[2] < length
-            return going & ~is_done(carry[0], alpha) if early_exit else going
+            return going & ~is_done(carry[0], valid, alpha) if early_exit else going
 
         carry = jax.lax.while_loop(keep_going, body, carry)
     state, _, steps = carry
@@ -186,9 +195,10 @@ def greedy_search(
     max_len: int = MAX_DECODE_LENGTH,
     eos_id: int = EOS_ID,
     cache_axis: int | None = None,
+    valid: jax.Array | None = None,
 ) -> jax.Array:
     """The most likely token at each position until EOS: int32 [batch_size, max_len], 0 after
-    EOS (decode_torch.greedy_search). Traceable: call it under `jax.jit`."""
+    EOS and in padding rows (decode_torch.greedy_search). Traceable: call it under `jax.jit`."""
 
     def body(carry):
         tokens, finished, cache, t = carry
@@ -199,7 +209,7 @@ def greedy_search(
         return tokens, finished | (chosen == eos_id), cache, t + 1
 
     tokens = jnp.full((batch_size, max_len), PAD_ID, jnp.int32)
-    carry = (tokens, jnp.zeros(batch_size, bool), cache, jnp.zeros((), jnp.int32))
+    carry = (tokens, ~_valid(valid, batch_size), cache, jnp.zeros((), jnp.int32))
     for index, length in enumerate(cache_lengths(cache, cache_axis, max_len)):
         if index:
             carry = (*carry[:2], grow_cache(carry[2], cache_axis, length), carry[3])

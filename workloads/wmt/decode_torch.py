@@ -108,12 +108,14 @@ def advance(
     return new_state, rows.view(-1)
 
 
-def is_done(state: BeamState, alpha: float = LENGTH_PENALTY_ALPHA) -> torch.Tensor:
-    """0-d bool: every source's best finished score is at least the best any alive beam can
-    still reach (log-probabilities only fall, and the penalty is largest at max_len)."""
+def is_done(
+    state: BeamState, valid: torch.Tensor, alpha: float = LENGTH_PENALTY_ALPHA
+) -> torch.Tensor:
+    """0-d bool: every valid source's best finished score is at least the best any alive beam
+    can still reach (log-probabilities only fall, and the penalty is largest at max_len)."""
     max_len = state.alive_tokens.shape[2]
     bound = state.alive_log_probs[:, 0] / length_penalty(float(max_len), alpha)
-    return (state.finished_scores[:, 0] >= bound).all()
+    return ((state.finished_scores[:, 0] >= bound) | ~valid).all()
 
 
 def _map_tensors(function: Callable[[torch.Tensor], torch.Tensor], tree: Any) -> Any:
@@ -155,14 +157,14 @@ def grow_cache(cache: Any, axis: int, length: int) -> Any:
     return _map_tensors(grow, cache)
 
 
-def _search_step(step_fn: StepFn, eos_id: int, alpha: float, state, cache, context, t):
+def _search_step(step_fn: StepFn, eos_id: int, alpha: float, state, cache, context, valid, t):
     """One position of the search: the model's step, `advance`, the cache reorder, and whether
     the search is done; returns t + 1 as the next position (it stays on the device)."""
     batch_size, beam_size, _ = state.alive_tokens.shape
     previous = state.alive_tokens.gather(2, (t - 1).clamp(min=0).expand(batch_size, beam_size, 1))
     log_probs, cache = step_fn(previous.view(-1), cache, t, context)
     state, rows = advance(state, log_probs, t, eos_id=eos_id, alpha=alpha)
-    return state, reorder_cache(cache, rows), is_done(state, alpha), t + 1
+    return state, reorder_cache(cache, rows), is_done(state, valid, alpha), t + 1
 
 
 @functools.cache
@@ -172,6 +174,7 @@ def _compiled(function: Callable) -> Callable:
     return torch.compile(function, dynamic=False, fullgraph=True)
 
 
+@torch.no_grad()
 def beam_search(
     step_fn: StepFn,
     cache: Any,
@@ -183,6 +186,7 @@ def beam_search(
     eos_id: int = EOS_ID,
     alpha: float = LENGTH_PENALTY_ALPHA,
     cache_axis: int | None = None,
+    valid: torch.Tensor | None = None,
     early_exit: bool = True,
     check_every: int = 1,
     compile: bool = False,
@@ -201,6 +205,8 @@ def beam_search(
         whenever the search reaches its end; the step must then read the cache's length from
         its shape. Reordering and attending over a short cache costs less, and most batches
         end long before `max_len`.
+      valid: bool [batch_size], False for the padding rows of an eval batch: their beams do
+        not hold back the early exit (their output is whatever the search had then).
       early_exit: stop once no alive beam can beat its source's best finished sequence (the
         result is the same as running all `max_len` steps).
       check_every: read the early-exit flag from the device every this many steps.
@@ -213,6 +219,7 @@ def beam_search(
     """
     device = _cache_device(cache)
     state = initial_state(batch_size, beam_size, max_len, device)
+    valid = _valid(valid, batch_size, device)
     search_step = _compiled(_search_step) if compile else _search_step
     length = _start_length(cache, cache_axis, max_len)
     t = torch.zeros((), dtype=torch.int64, device=device)
@@ -221,7 +228,7 @@ def beam_search(
         if steps == length:
             length = min(2 * length, max_len)
             cache = grow_cache(cache, cache_axis, length)
-        state, cache, done, t = search_step(step_fn, eos_id, alpha, state, cache, context, t)
+        state, cache, done, t = search_step(step_fn, eos_id, alpha, state, cache, context, valid, t)
         steps += 1
         if early_exit and steps % check_every == 0 and bool(done):
             break
@@ -238,6 +245,7 @@ def _greedy_step(step_fn: StepFn, eos_id: int, tokens, finished, cache, context,
     return tokens, finished, cache, finished.all(), t + 1
 
 
+@torch.no_grad()
 def greedy_search(
     step_fn: StepFn,
     cache: Any,
@@ -247,14 +255,16 @@ def greedy_search(
     max_len: int = MAX_DECODE_LENGTH,
     eos_id: int = EOS_ID,
     cache_axis: int | None = None,
+    valid: torch.Tensor | None = None,
     check_every: int = 1,
     compile: bool = False,
 ) -> torch.Tensor:
     """The most likely token at each position until EOS: int64 [batch_size, max_len], 0 after
-    EOS. The arguments are `beam_search`'s, with N = batch_size (nothing is reordered)."""
+    EOS (and everywhere in rows that `valid` marks as padding). The arguments are
+    `beam_search`'s, with N = batch_size (nothing is reordered)."""
     device = _cache_device(cache)
     tokens = torch.full((batch_size, max_len), PAD_ID, dtype=torch.int64, device=device)
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+    finished = ~_valid(valid, batch_size, device)
     greedy_step = _compiled(_greedy_step) if compile else _greedy_step
     length = _start_length(cache, cache_axis, max_len)
     t = torch.zeros((), dtype=torch.int64, device=device)
@@ -268,6 +278,12 @@ def greedy_search(
         if (steps + 1) % check_every == 0 and bool(done):
             break
     return tokens
+
+
+def _valid(valid: torch.Tensor | None, batch_size: int, device) -> torch.Tensor:
+    if valid is None:
+        return torch.ones(batch_size, dtype=torch.bool, device=device)
+    return valid.to(device=device, dtype=torch.bool).reshape(batch_size)
 
 
 def _cache_device(cache: Any) -> torch.device:
