@@ -71,13 +71,16 @@ def advance(
     """One search step (decode_torch.advance): the new state and, for each new alive beam, the
     flat row (b*K + k) of the beam it extends."""
     batch_size, beam_size, max_len = state.alive_tokens.shape
-    vocab_size = log_probs.shape[-1]
-    totals = state.alive_log_probs[:, :, None] + log_probs.astype(jnp.float32).reshape(
-        batch_size, beam_size, vocab_size
+    # 2K candidates hold at least K that do not end in EOS (each beam has one EOS extension),
+    # taken from each beam's own 2K best tokens (decode_torch.advance says why).
+    per_beam = min(2 * beam_size, log_probs.shape[-1])
+    beam_log_probs, beam_tokens = jax.lax.top_k(
+        log_probs.reshape(batch_size, beam_size, -1), per_beam
     )
-    # 2K candidates hold at least K that do not end in EOS (each beam has one EOS extension).
+    totals = state.alive_log_probs[:, :, None] + beam_log_probs.astype(jnp.float32)
     top_log_probs, top_index = jax.lax.top_k(totals.reshape(batch_size, -1), 2 * beam_size)
-    top_beam, top_token = top_index // vocab_size, top_index % vocab_size
+    top_beam = top_index // per_beam
+    top_token = jnp.take_along_axis(beam_tokens.reshape(batch_size, -1), top_index, axis=1)
     positions = jnp.arange(max_len)
     top_tokens = jnp.where(
         positions == t, top_token[:, :, None], _take_rows(state.alive_tokens, top_beam)

@@ -85,11 +85,15 @@ def advance(
     extends: the cache rows to carry over.
     """
     batch_size, beam_size, max_len = state.alive_tokens.shape
-    vocab_size = log_probs.shape[-1]
-    totals = state.alive_log_probs[:, :, None] + log_probs.float().view(batch_size, beam_size, -1)
     # 2K candidates hold at least K that do not end in EOS (each beam has one EOS extension).
+    # They are among each beam's own 2K best tokens: taking those first spares a [B, K, V]
+    # sum (and, for bf16 log-probabilities, a float32 copy of them).
+    per_beam = min(2 * beam_size, log_probs.shape[-1])
+    beam_log_probs, beam_tokens = log_probs.view(batch_size, beam_size, -1).topk(per_beam, dim=2)
+    totals = state.alive_log_probs[:, :, None] + beam_log_probs.float()
     top_log_probs, top_index = totals.view(batch_size, -1).topk(2 * beam_size, dim=1)
-    top_beam, top_token = top_index // vocab_size, top_index % vocab_size
+    top_beam = top_index // per_beam
+    top_token = beam_tokens.view(batch_size, -1).gather(1, top_index)
     positions = torch.arange(max_len, device=t.device)
     top_tokens = torch.where(
         positions == t, top_token[:, :, None], _take_rows(state.alive_tokens, top_beam)
