@@ -36,12 +36,12 @@ import jax
 import numpy as np
 import pytest
 import torch
-from algoperf.workloads import parity
 
 from algoperf import rng as np_rng
 from algoperf import spec, workloads
 from algoperf.param_types import infer_parameter_type
 from algoperf.torch.workload import to_torch
+from algoperf.workloads import parity
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRAIN, EVAL = spec.ForwardPassMode.TRAIN, spec.ForwardPassMode.EVAL
@@ -130,10 +130,11 @@ def torch_to_flax(name: str):
 
 
 def _jax_variable_shapes(workload) -> dict:
+    inputs = workload.init_inputs()  # one array, or a tuple of the positional inputs
     variables = jax.eval_shape(
         functools.partial(workload.model.init, train=False),
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)},
-        workload.init_inputs(),
+        *(inputs if isinstance(inputs, tuple) else (inputs,)),
     )
     return dict(variables)
 
@@ -439,13 +440,16 @@ def test_batch_norm_update_control(name, framework):
 @pytest.mark.parametrize(("name", "framework"), cases(where=has_dropout))
 def test_dropout_rate_applies_in_train_mode_only(name, framework):
     """Rate 0 in TRAIN mode gives the EVAL logits, a rate in EVAL mode changes nothing, a rate
-    in TRAIN mode changes the logits. JAX: the rate is a traced call argument."""
+    in TRAIN mode changes the logits. JAX: the rate is a traced call argument, and the two
+    modes may run different kernels for the same function (wmt: jax.nn.dot_product_attention in
+    EVAL, attention written out with its dropout in TRAIN), so they agree to the workload's
+    parity tolerance (`logits_rtol` of the largest logit)."""
     if framework == "jax":
         outputs = parity_run(name)
         eval_logits = outputs["jax"]["eval_logits"]
-        np.testing.assert_allclose(
-            outputs["jax"]["train_logits"], eval_logits, rtol=1e-5, atol=1e-6
-        )
+        scale = float(np.max(np.abs(eval_logits)))
+        difference = max_abs_diff(outputs["jax"]["train_logits"], eval_logits)
+        assert difference < declarations(name).logits_rtol * scale, f"{difference:.2e}"
         assert max_abs_diff(outputs["jax_dropout"], eval_logits) > 1e-2
         return
     workload = tiny(name, framework)
