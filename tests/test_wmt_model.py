@@ -533,3 +533,32 @@ def test_torch_forward_backward_every_variant(name):
     (losses["summed"] / losses["n_valid_examples"]).backward()
     for key, param in model.named_parameters():
         assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, key
+
+
+def test_torch_translations_do_not_depend_on_the_cache_growing(monkeypatch):
+    """Rows of 48 positions: a cache started at 32 positions and doubled by the search (to 48)
+    finds what a 48-position cache finds; a padding source changes nothing for the others."""
+    model = torch_model("wmt")
+    batch = testing.padded_rows(sentence_pairs(6, DECODE_PAIRS), length=48)
+    inputs = torch.from_numpy(batch["inputs"])
+    grown = MT.translate(model, inputs)
+    assert grown.steps > MT.INITIAL_CACHE_LEN  # the search did grow the cache
+    monkeypatch.setattr(MT, "INITIAL_CACHE_LEN", 48)
+    whole = MT.translate(model, inputs)
+    torch.testing.assert_close(grown.tokens, whole.tokens, rtol=0, atol=0)
+    torch.testing.assert_close(grown.scores, whole.scores, rtol=0, atol=0)
+    padded = torch.cat([inputs, torch.zeros_like(inputs[:1])])
+    valid = torch.tensor([True] * len(DECODE_PAIRS) + [False])
+    with_padding = MT.translate(model, padded, valid)
+    torch.testing.assert_close(with_padding.tokens[:-1], grown.tokens, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_torch_compiled_search_finds_the_eager_translations():
+    """The decoder step traces whole (beam_search(compile=True) compiles with fullgraph)."""
+    model = torch_model("wmt")
+    inputs = torch.from_numpy(testing.padded_rows(sentence_pairs(5, DECODE_PAIRS))["inputs"])
+    eager = MT.translate(model, inputs)
+    compiled = MT.translate(model, inputs, compile=True)
+    torch.testing.assert_close(compiled.tokens, eager.tokens, rtol=0, atol=0)
+    torch.testing.assert_close(compiled.scores, eager.scores, rtol=1e-5, atol=1e-5)

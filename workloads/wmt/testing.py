@@ -1,7 +1,7 @@
 """wmt's declarations for the registry suite (tests/test_workload_registry.py): a two-layer
-Transformer of width 32 with a 64-token vocabulary, and batches of packed rows as the train
-pipeline packs them (several sentence pairs per row with their positions and segment ids, a
-row with one pair, a padding row), so a wrong mask, shift or position shows.
+Transformer of width 32 with the fixture's 256-piece vocabulary, and batches of packed rows as
+the train pipeline packs them (several sentence pairs per row with their positions and segment
+ids, a row with one pair, a padding row), so a wrong mask, shift or position shows.
 """
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from algoperf.workloads import parity
 
 from algoperf.spec import ParameterType as T
+from algoperf.workloads import parity
+from algoperf.workloads.wmt import fixture
 
-VOCAB_SIZE = 64
+VOCAB_SIZE = fixture.TOKENIZER_VOCAB
+"""The fixture's tiny SentencePiece vocabulary (256 pieces)."""
 LENGTH = 24
-"""Positions of the test rows (the real rows have 256)."""
+"""Positions of the test batches' rows (the real rows have 256, the fixture's 64)."""
 TINY = {
     "vocab_size": VOCAB_SIZE,
     "emb_dim": 32,
@@ -24,7 +26,7 @@ TINY = {
     "num_layers": 2,
 }
 """Every module of the full-size model, narrow: two encoder and two decoder layers, 4 heads of
-8, an FFN wider than the model (so a transposed FFN weight shows)."""
+8, an FFN wider than the model (so a transposed FFN weight shows), the fixture's vocabulary."""
 EOS_ID = 2
 
 
@@ -116,14 +118,9 @@ def randomize_(model, seed: int = 0) -> None:
                 module.bias.add_(0.1 * torch.randn(module.bias.shape, generator=generator))
 
 
-def _write_fixture(folder):
-    from algoperf.workloads.wmt import fixture
-
-    return fixture.write_fixture(folder)
-
-
 TESTS = parity.ModelTests(
     model_kwargs=TINY,
+    workload_options=fixture.PIPELINE_OPTIONS,
     batch_size=4,  # packed rows of 3, 2 and 1 pairs and a padding row
     output_shape=(LENGTH, VOCAB_SIZE),
     # Full-size base (upstream's PyTorch categories: q/k/v fused in self-attention, k/v in
@@ -146,6 +143,11 @@ TESTS = parity.ModelTests(
     make_batch=random_packs,
     logits_rtol=1e-5,
     step_atol=1e-5,
-    write_fixture=_write_fixture,
+    write_fixture=fixture.write_fixture,
+    fixture_sizes={"validation": fixture.SIZES["validation"], "test": fixture.SIZES["test"]},
+    cli_options=(
+        f"max_len={fixture.MAX_LEN},vocab_size={VOCAB_SIZE},model_kwargs={{'vocab_size':"
+        f"{VOCAB_SIZE},'emb_dim':32,'num_heads':4,'mlp_dim':48,'num_layers':2}}"
+    ),
     cli_metrics=("accuracy", "bleu", "loss"),
 )

@@ -20,19 +20,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from algoperf.workloads.wmt import decode_jax
-from algoperf.workloads.wmt import metrics as wmt_metrics
-from algoperf.workloads.wmt.decode import BEAM_SIZE
 from flax import linen as nn
 
 from algoperf import spec
 from algoperf.jax import sharding
 from algoperf.jax.layers import dropout
 from algoperf.jax.workload import JaxWorkload
+from algoperf.workloads.wmt import decode_jax
+from algoperf.workloads.wmt import metrics as wmt_metrics
+from algoperf.workloads.wmt.decode import BEAM_SIZE
 
 MAX_LEN = 256
 LAYER_NORM_EPS = 1e-6
 FFN_BIAS_STD = 1e-6
+INITIAL_CACHE_LEN = 32
+"""Decoding starts with a key/value cache this long; the search doubles it as needed (most
+batches end long before 256 positions, and each step reads the whole cache)."""
+CACHE_AXIS = 1
+"""The positions' axis of the cache's leaves ([N, positions, H, Dh])."""
 MASKED = -0.7 * float(np.finfo(np.float32).max)
 """Where a key is hidden: jax.nn.dot_product_attention's fill value (model_torch.py adds it)."""
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
@@ -90,10 +95,11 @@ def attend(module: nn.Module, q, k, v, mask, train: bool, dropout_rate):
     1/√Dh; the attention probabilities dropped at `dropout_rate` in TRAIN mode."""
     if not train or (isinstance(dropout_rate, int | float) and dropout_rate == 0.0):
         return jax.nn.dot_product_attention(q, k, v, mask=mask)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
-    probs = jax.nn.softmax(jnp.where(mask, scores, MASKED), axis=-1)
+    # jax.nn.dot_product_attention's own steps (XLA path), so both give the same rounding.
+    scores = jnp.einsum("BTNH,BSNH->BNTS", q, k) * jnp.float32(1.0 / np.sqrt(q.shape[-1]))
+    probs = jax.nn.softmax(jnp.where(mask, scores, jnp.float32(MASKED)), axis=-1)
     probs = dropout(module, probs, dropout_rate, train)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
 
 
 def fused_xavier(parts: int):
@@ -437,22 +443,29 @@ class Transformer(nn.Module):
         return jax.nn.log_softmax(logits, axis=-1), new_cache
 
 
-def translate(model: Transformer, params, inputs_BS, beam_size: int = BEAM_SIZE):
+def translate(
+    model: Transformer, params, inputs_BS, valid_B=None, beam_size: int = BEAM_SIZE
+) -> decode_jax.BeamSearchOutput:
     """Beam search over every source row: each row's `beam_size` best translations [B, K, L],
     best first, and their scores (L, the rows' length, is also the longest translation: 256 at
-    full size); traceable, call it under `jax.jit`."""
+    full size). `valid_B`: False for padding rows (they do not hold back the early exit). The
+    cache starts at INITIAL_CACHE_LEN positions and doubles as decoding reaches its end.
+    Traceable: call it under `jax.jit`."""
     batch_size, length = inputs_BS.shape
     variables = {"params": params}
     context = model.apply(variables, inputs_BS, method=Transformer.decode_context)
-    cache = model.apply(variables, batch_size * beam_size, length, method=Transformer.init_cache)
+    cache = model.apply(
+        variables, batch_size * beam_size, min(length, INITIAL_CACHE_LEN),
+        method=Transformer.init_cache,
+    )  # fmt: skip
 
     def step(tokens, cache, t, context):
         return model.apply(variables, tokens, cache, t, context, method=Transformer.decode_step)
 
-    found = decode_jax.beam_search(
-        step, cache, context, batch_size=batch_size, beam_size=beam_size, max_len=length
-    )
-    return found
+    return decode_jax.beam_search(
+        step, cache, context, batch_size=batch_size, beam_size=beam_size, max_len=length,
+        cache_axis=CACHE_AXIS, valid=valid_B,
+    )  # fmt: skip
 
 
 # --- loss and eval outputs --------------------------------------------------------------------
@@ -535,7 +548,9 @@ class Workload(wmt_metrics.BleuEval, JaxWorkload):
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, False
             )
             outputs = self.eval_outputs(logits, batch)
-            outputs["predictions"] = translate(self.model, params, batch["inputs"]).tokens[:, 0]
+            valid = batch["weights"].any(axis=-1)
+            found = translate(self.model, params, batch["inputs"], valid)
+            outputs["predictions"] = found.tokens[:, 0]
             outputs["targets"] = batch["targets"]
             return outputs
 

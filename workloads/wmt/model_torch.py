@@ -37,6 +37,11 @@ from algoperf.workloads.wmt.decode import BEAM_SIZE
 MAX_LEN = 256
 LAYER_NORM_EPS = 1e-6
 FFN_BIAS_STD = 1e-6
+INITIAL_CACHE_LEN = 32
+"""Decoding starts with a key/value cache this long; the search doubles it as needed (most
+batches end long before 256 positions, and each step reads the whole cache)."""
+CACHE_AXIS = 3
+"""The positions' axis of the cache's tensors ([N, 2, H, positions, Dh])."""
 MASKED = -0.7 * float(np.finfo(np.float32).max)
 """Added to the scores of hidden keys: jax.nn.dot_product_attention's fill value."""
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh}
@@ -132,14 +137,14 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=rate)
         return self.out_proj(_merge_heads(out))
 
-    def step(self, x_N1D, cache: dict, t: torch.Tensor, bias) -> tuple[torch.Tensor, dict]:
-        """One position: its key and value written at `t` of the cache ([N, H, max_len, Dh]
-        each), attention over the positions `bias` leaves visible (<= t)."""
+    def step(self, x_N1D, cache: torch.Tensor, t: torch.Tensor, bias):
+        """One position: its key and value written in place at `t` of the cache (keys and
+        values, [N, 2, H, max_len, Dh]: one small write, not a copy of the cache), attention
+        over the positions `bias` leaves visible (<= t). Returns the output and the cache."""
         q, k, v = self._qkv(x_N1D)
-        index = t.reshape(1).long()
-        keys, values = cache["k"].index_copy(2, index, k), cache["v"].index_copy(2, index, v)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
-        return self.out_proj(_merge_heads(out)), {"k": keys, "v": values}
+        cache.index_copy_(3, t.reshape(1).long(), torch.stack((k, v), dim=1))
+        out = F.scaled_dot_product_attention(q, cache[:, 0], cache[:, 1], attn_mask=bias)
+        return self.out_proj(_merge_heads(out)), cache
 
 
 class CrossAttention(nn.Module):
@@ -394,22 +399,22 @@ class Transformer(nn.Module):
             "source_bias": torch.where(valid, zero, torch.full_like(zero, MASKED)),
         }
 
-    def init_cache(self, rows: int, max_len: int = MAX_LEN) -> list[dict[str, torch.Tensor]]:
-        """Zero self-attention keys and values [rows, H, max_len, Dh] for every decoder layer."""
+    def init_cache(self, rows: int, max_len: int = MAX_LEN) -> list[torch.Tensor]:
+        """Zero self-attention keys and values, [rows, 2, H, max_len, Dh] for every decoder
+        layer (one tensor a layer: half the reorders of separate keys and values)."""
         weight = self.shared_embedding.weight
-        shape = (rows, self.num_heads, max_len, self.emb_dim // self.num_heads)
-        return [
-            {"k": weight.new_zeros(shape), "v": weight.new_zeros(shape)}
-            for _ in self.decoder["layers"]
-        ]
+        shape = (rows, 2, self.num_heads, max_len, self.emb_dim // self.num_heads)
+        return [weight.new_zeros(shape) for _ in self.decoder["layers"]]
 
     def decode_step(self, tokens_N: torch.Tensor, cache: list, t: torch.Tensor, context: dict):
         """decode.py's step: the previous tokens [N] (0 at t = 0) -> log-probabilities [N, V]
         of the token at position `t`, and the cache with position t written. N is a multiple
         of the context's sources (N = sources x beams)."""
-        max_len = cache[0]["k"].shape[2]
+        max_len = cache[0].shape[3]
         beam_size = tokens_N.shape[0] // context["source_bias"].shape[0]
-        y_N1D = (self.shared_embedding(tokens_N.long()) + self.positions[t.long()])[:, None]
+        # index_select, not positions[t]: that would read t on the host (a graph break).
+        position = self.positions.index_select(0, t.reshape(1).long())
+        y_N1D = (self.shared_embedding(tokens_N.long()) + position)[:, None]
         visible = torch.arange(max_len, device=t.device) <= t
         zero = torch.zeros((), device=t.device)
         self_bias = torch.where(visible, zero, torch.full_like(zero, MASKED))[None, None, None]
@@ -427,20 +432,25 @@ class Transformer(nn.Module):
 
 
 def translate(
-    model: Transformer, inputs_BS: torch.Tensor, beam_size: int = BEAM_SIZE, compile: bool = False
+    model: Transformer,
+    inputs_BS: torch.Tensor,
+    valid_B: torch.Tensor | None = None,
+    beam_size: int = BEAM_SIZE,
+    compile: bool = False,
 ) -> decode_torch.BeamSearchOutput:
     """Beam search over every source row: each row's `beam_size` best translations [B, K, L],
     best first, and their scores (L, the rows' length, is also the longest translation: 256 at
-    full size); `compile`: each search step through torch.compile."""
+    full size). `valid_B`: False for padding rows (they do not hold back the early exit). The
+    cache starts at INITIAL_CACHE_LEN positions and doubles as decoding reaches its end.
+    `compile`: each search step through torch.compile (once per cache length)."""
     batch_size, length = inputs_BS.shape
     with torch.no_grad():
         context = model.decode_context(inputs_BS)
-        cache = model.init_cache(batch_size * beam_size, length)
-        found = decode_torch.beam_search(
+        cache = model.init_cache(batch_size * beam_size, min(length, INITIAL_CACHE_LEN))
+        return decode_torch.beam_search(
             model.decode_step, cache, context, batch_size=batch_size, beam_size=beam_size,
-            max_len=length, compile=compile,
+            max_len=length, cache_axis=CACHE_AXIS, valid=valid_B, compile=compile,
         )  # fmt: skip
-    return found
 
 
 # --- loss and eval outputs --------------------------------------------------------------------
@@ -531,7 +541,8 @@ class Workload(wmt_metrics.BleuEval, TorchWorkload):
 
         def compute(batch):
             outputs = dict(outputs_of(batch))
-            found = translate(model, batch["inputs"], compile=compile_search)
+            valid = batch["weights"].any(dim=-1)
+            found = translate(model, batch["inputs"], valid, compile=compile_search)
             outputs["predictions"] = found.tokens[:, 0]
             outputs["targets"] = batch["targets"]
             return outputs
