@@ -2,9 +2,10 @@
 decoder through the step interface that `decode.py` describes.
 
 The same search as decode_torch.py, step for step, so both frameworks find the same sequences.
-The loop over positions is a `lax.while_loop` that stops early once no unfinished beam of any
-source can beat that source's best finished sequence; call `beam_search` inside the model's
-jitted predict function (the step closes over nothing that changes, so it traces once).
+The loop over positions is a `lax.while_loop` (one per cache length when the cache grows:
+`cache_axis`) that stops early once no unfinished beam of any real source (`valid`) can beat
+that source's best finished sequence. Call `beam_search` inside the model's jitted predict
+function; the step is traced once per cache length.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@ a decoder through the step interface that `decode.py` describes.
 
 The beam state lives in fixed-shape tensors ([batch, beam, max_len] tokens, [batch, beam]
 scores), so one search step is one graph: `beam_search(..., compile=True)` compiles it with the
-model's step inside once per shape. The Python loop runs over positions only, and stops early
-once no unfinished beam of any source can beat that source's best finished sequence (a check
-that reads one boolean from the device every `check_every` steps).
+model's step inside once per cache length (the cache may start short and grow: `cache_axis`).
+The Python loop runs over positions only, and stops early once no unfinished beam of any real
+source (`valid`) can beat that source's best finished sequence (a check that reads one boolean
+from the device every `check_every` steps).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from algoperf.workloads.wmt.decode import (
     length_penalty,
 )
 
-StepFn = Callable[[torch.Tensor, Any, torch.Tensor], tuple[torch.Tensor, Any]]
+StepFn = Callable[[torch.Tensor, Any, torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 
 class BeamState(NamedTuple):
