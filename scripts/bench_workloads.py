@@ -179,9 +179,8 @@ def eval_cost(case: Case, args, train_step_sec: float) -> str:
     with steps_per_period = step_hint * eval_period / budget (v1.0's constants: the steps the
     reference trains in one period) and reference_batch the reference submissions' batch.
     Runner evals also cover eval_train and test (x3 for most workloads)."""
-    from algoperf.submissions.common import batch_sizes
-
     from algoperf import workloads
+    from algoperf.submissions.common import batch_sizes
 
     workload_spec = workloads.get_spec(case.name)
     budget = workload_spec.budget("v1.0")
@@ -207,6 +206,7 @@ def host_metric_cost(case: Case, workload_spec, budget) -> str:
     if workload_spec.base != "ogbg":
         return ""
     import numpy as np
+
     from algoperf.workloads.ogbg.metrics import mean_average_precision
 
     rng = np.random.default_rng(0)
@@ -261,9 +261,9 @@ def bench_pipeline(args) -> str:
     """Train images/s of the ImageNet pipeline (2 workers) on a fixture JPEG tree."""
     sys.path.insert(0, str(ROOT / "tests"))
     import imagenet_fixture
-    from algoperf.workloads.imagenet import input_pipeline
 
     from algoperf.data.sharding import Shard
+    from algoperf.workloads.imagenet import input_pipeline
 
     classes = per_class = imagenet_fixture.MAX_CLASSES
     with tempfile.TemporaryDirectory() as folder:
@@ -294,9 +294,9 @@ def bench_fastmri_pipeline(args) -> str:
     main process and with 2 loader workers."""
     import h5py
     import numpy as np
-    from algoperf.workloads.fastmri import input_pipeline, prepare
 
     from algoperf.data.sharding import Shard
+    from algoperf.workloads.fastmri import input_pipeline, prepare
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
