@@ -209,12 +209,13 @@ def token_cross_entropy(
     return {"summed": per_token.sum(), "n_valid_examples": n_valid, "per_example": per_token}
 
 
-def lm_eval_outputs(logits, batch) -> dict[str, torch.Tensor]:
+def lm_eval_outputs(logits, batch, loss_fn=token_cross_entropy) -> dict[str, torch.Tensor]:
     """One eval batch's sums (workloads/finewebedu_lm/metrics.py reads them): the unsmoothed
     token NLL and the token count over real tokens, and the real windows; padding rows (weight 0)
-    add exactly 0 whatever their values."""
+    add exactly 0 whatever their values. `loss_fn`: the workload's (compiled where the policy
+    compiles it: one fused pass over the [B, T, V] logits instead of several eager ones)."""
     weights = batch["weights"]
-    losses = token_cross_entropy(batch["targets"], logits, weights)["per_example"]
+    losses = loss_fn(batch["targets"], logits, weights)["per_example"]
     zero = torch.zeros_like(losses)
     return {
         "nll_sum": torch.where(weights > 0, losses, zero).sum(),
@@ -245,7 +246,7 @@ class Workload(TorchWorkload):
         return token_cross_entropy(label_batch, logits_batch, mask_batch, label_smoothing)
 
     def eval_outputs(self, logits, batch) -> dict[str, torch.Tensor]:
-        return lm_eval_outputs(logits, batch)
+        return lm_eval_outputs(logits, batch, self.loss_fn)
 
     def train_flops_per_example(self, seq_len: int | None = None) -> float:
         """Training FLOPs of one window (metrics.flops_per_token x its tokens), for MFU."""
