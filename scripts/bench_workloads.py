@@ -4,10 +4,11 @@ and a CUDA step is timed to its synchronisation).
 
 A step is forward (the workload's `model_fn`, TRAIN mode), the workload's `loss_fn`, backward and
 one AdamW step (lr 1e-3; torch.optim.AdamW / optax.adamw), on one cached `fake_batch` of the same
-size in all three modes: PyTorch eager, PyTorch with the model under torch.compile (as the runner
-compiles it) and JAX with the whole step under jax.jit. Blocks of `--steps` steps of each mode
-alternate over `--rounds` rounds (the order rotates) so drift and load from other processes hit
-all modes alike; medians are compared. Warm-up steps (compilation) are not timed. Then the
+size in all three modes: PyTorch eager, PyTorch with the model (and `loss_fn` where the
+workload's policy says so) under torch.compile as the runner compiles them, and JAX with the
+whole step under jax.jit. Blocks of `--steps` steps of each mode alternate over `--rounds`
+rounds (the order rotates) so drift and load from other processes hit all modes alike; medians
+are compared. Warm-up steps (compilation) are not timed. Then the
 ImageNet input pipeline's train images/s on a fixture JPEG tree with 2 DataLoader workers, and
 fastMRI's train slices/s on release-size volumes (`--pipeline_only` for these lines alone).
 
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 # Compile in this process: inductor's pool of compile workers starts (and imports torch) in the
 # background after the first compile and would steal the CPUs from the first timed steps.
@@ -48,8 +51,16 @@ class Case:
     """Module with `fake_batch(batch_size, layout=, seed=[, image_size=])`."""
     takes_image_size: bool = False
     """Whether the workload's constructor and fake_batch take `image_size` (ImageNet, fastMRI)."""
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Pipeline options for the workload and its fake_batch (e.g. a shorter sequence)."""
+    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Overrides of the spec's model_kwargs, where the full-size model is too large for a CPU."""
 
 
+LM_SHRUNK = {"num_layers": 4, "emb_dim": 256, "num_heads": 4, "mlp_dim": 1_024, "seq_len": 256}
+"""finewebedu_lm on a CPU: 4 blocks of d 256 (4 heads of 64, GLU 1,024) on windows of 256
+tokens, with the real 50,257-token vocabulary and output layer; the full model (12 x d 1,024 on
+1,024 tokens) needs ~1.7 TFLOP per window."""
 CASES = {
     case.name: case
     for case in (
@@ -59,6 +70,12 @@ CASES = {
         Case("imagenet_vit", "algoperf.workloads.imagenet.input_pipeline", True),
         Case("ogbg", "algoperf.workloads.ogbg.input_pipeline"),
         Case("fastmri", "algoperf.workloads.fastmri.input_pipeline", True),
+        Case(
+            "finewebedu_lm",
+            "algoperf.workloads.finewebedu_lm.input_pipeline",
+            options={"seq_len": LM_SHRUNK["seq_len"]},
+            model_kwargs=LM_SHRUNK,
+        ),
     )
 }
 DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
@@ -67,14 +84,17 @@ DEFAULT_WORKLOADS = "imagenet_resnet,imagenet_vit,mnist,cifar"
 def numpy_batch(case: Case, batch_size: int, layout: str, image_size: int) -> dict:
     pipeline = importlib.import_module(case.pipeline)
     options = {"image_size": image_size} if case.takes_image_size else {}
-    return pipeline.fake_batch(batch_size, layout=layout, seed=0, **options)
+    return pipeline.fake_batch(batch_size, layout=layout, seed=0, **options, **case.options)
 
 
 def load(case: Case, framework: str, image_size: int):
     from algoperf import workloads
 
     options = {"image_size": image_size} if case.takes_image_size else {}
-    return workloads.load(case.name, framework, **options)
+    model_kwargs = dict(case.model_kwargs) or None
+    return workloads.load(
+        case.name, framework, model_kwargs=model_kwargs, **options, **case.options
+    )
 
 
 def torch_stepper(case: Case, args, compiled: bool):
@@ -88,6 +108,12 @@ def torch_stepper(case: Case, args, compiled: bool):
     workload = load(case, "pytorch", args.image_size)
     model, model_state = workload.init_model_fn(np_rng.prng_key(0))
     params = torch.compile(model) if compiled else model
+    # loss_fn too where the workload's policy says so, as the runner compiles it.
+    loss_fn = (
+        torch.compile(workload.loss_fn)
+        if compiled and workload.spec.compile_loss
+        else workload.loss_fn
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     device = next(model.parameters()).device  # the workload's: a GPU where there is one
     batch = to_torch(numpy_batch(case, args.batch, "NCHW", args.image_size), device)
@@ -98,7 +124,7 @@ def torch_stepper(case: Case, args, compiled: bool):
             params, batch, model_state, spec.ForwardPassMode.TRAIN, None, True,
             args.dropout_rate,
         )  # fmt: skip
-        losses = workload.loss_fn(batch["targets"], logits, batch["weights"])
+        losses = loss_fn(batch["targets"], logits, batch["weights"])
         (losses["summed"] / losses["n_valid_examples"]).backward()
         optimizer.step()
         synchronize(device)
@@ -155,6 +181,8 @@ def torch_eval_seconds(case: Case, args) -> float:
     workload = load(case, "pytorch", args.image_size)
     model, model_state = workload.init_model_fn(np_rng.prng_key(0))
     params = torch.compile(model)
+    if workload.spec.compile_loss:  # as the runner: eval_outputs may call the workload's loss_fn
+        workload.loss_fn = torch.compile(workload.loss_fn)
     device = next(model.parameters()).device
     batch = to_torch(numpy_batch(case, args.eval_batch, "NCHW", args.image_size), device)
 
@@ -358,6 +386,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--fixture_jpeg_size", type=int, default=384)
     parser.add_argument(
+        "--full_size",
+        action="store_true",
+        help="bench the workloads a CPU case shrinks (finewebedu_lm) at full size (a GPU's job)",
+    )
+    parser.add_argument(
         "--pipeline_only",
         action="store_true",
         help="only the input-pipeline lines (imagenet, fastmri), no train steps",
@@ -404,7 +437,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     for name in [] if args.pipeline_only else args.names:
         case = CASES[name]
+        if args.full_size:
+            case = dataclasses.replace(case, options={}, model_kwargs={})
         size = f"{args.image_size} px" if case.takes_image_size else "native size"
+        if case.model_kwargs:
+            size = "shrunk: " + ", ".join(f"{k} {v}" for k, v in case.model_kwargs.items())
         medians = bench_workload(case, args)
         compiled, eager, jax_time = (medians[m] for m in MODES)
         print(

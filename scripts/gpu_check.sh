@@ -12,6 +12,9 @@
 #      101-200 of each run's submission time), so compiled/eager and PyTorch/JAX on a GPU
 #   I  fastmri's full-size U-Net at 320x320, 8 slices per step: ms/step PyTorch compiled, eager
 #      and JAX (scripts/bench_workloads.py on the GPU) and the eval-cost line
+#   J  finewebedu_lm at full size in bfloat16 (8 windows of 1,024 tokens per step): ms/step
+#      PyTorch compiled, eager and JAX, the eval-cost line; then the peak memory of the compiled
+#      PyTorch step at the reference 16 windows per GPU (the README's estimate: ~23 GiB)
 # Usage: bash scripts/gpu_check.sh [OUT_DIR]   (log in OUT_DIR/log.txt; default /tmp/gpu_check)
 # Needs python3 with torch (CUDA), jax and the project's dependencies; wheels of any missing
 # pure-python ones (torchdata, mlxtend) can sit in .devcheck/whl/ and are installed first.
@@ -97,3 +100,32 @@ PY
 echo "== I: fastmri full-size U-Net on the GPU (320x320, batch 8): compiled, eager, JAX, eval cost"
 t 400 python3 scripts/bench_workloads.py --workloads fastmri --image_size 320 --batch 8 \
   --steps 10 --rounds 3 --pipeline_batches 0 --eval_batch 32 2>&1 | grep -v "^[WI][0-9]" | tail -4
+
+echo "== J: finewebedu_lm full size on the GPU (bf16): compiled, eager, JAX at 8 windows; memory at 16"
+# JAX allocates as it needs (no 75% preallocation) so the three modes share the GPU.
+XLA_PYTHON_CLIENT_PREALLOCATE=false t 500 python3 scripts/bench_workloads.py \
+  --workloads finewebedu_lm --full_size --batch 8 --steps 5 --rounds 2 --pipeline_batches 0 \
+  --eval_batch 16 2>&1 | grep -v "^[WI][0-9]" | tail -4
+t 300 python3 - <<'PY'
+import torch
+from algoperf import rng, spec, workloads
+from algoperf.process import configure_process
+from algoperf.torch.workload import to_torch
+
+configure_process("pytorch", "v1.0")
+workload = workloads.load("finewebedu_lm", "pytorch")
+model, _ = workload.init_model_fn(rng.prng_key(0))
+compiled, loss_fn = torch.compile(model), torch.compile(workload.loss_fn)  # as the runner
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+batch = to_torch(workload.fake_batch(16), next(model.parameters()).device)
+for _ in range(3):
+    optimizer.zero_grad(set_to_none=True)
+    logits, _ = workload.model_fn(compiled, batch, None, spec.ForwardPassMode.TRAIN, None, True)
+    out = loss_fn(batch["targets"], logits, batch["weights"], 0.1)
+    loss = out["summed"] / out["n_valid_examples"]
+    loss.backward()
+    optimizer.step()
+peak = torch.cuda.max_memory_allocated() / 2**30
+print(f"J finewebedu_lm compiled train step, 16 x 1,024 tokens: peak {peak:.2f} GiB, "
+      f"loss {loss.item():.3f} (ln 50,257 = 10.83 at init)")
+PY
