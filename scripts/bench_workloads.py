@@ -61,6 +61,11 @@ LM_SHRUNK = {"num_layers": 4, "emb_dim": 256, "num_heads": 4, "mlp_dim": 1_024, 
 """finewebedu_lm on a CPU: 4 blocks of d 256 (4 heads of 64, GLU 1,024) on windows of 256
 tokens, with the real 50,257-token vocabulary and output layer; the full model (12 x d 1,024 on
 1,024 tokens) needs ~1.7 TFLOP per window."""
+WMT_SHRUNK = {"emb_dim": 256, "num_heads": 4, "mlp_dim": 256, "num_layers": 6, "vocab_size": 8_192}
+"""wmt on a CPU: the full model's 6+6 layers and proportions at a quarter of its width (d 256,
+4 heads of 64, FFN 256 = d) on rows of 64 ids (length / width 1/4, as 256 / 1,024) with an
+8,192-id vocabulary (the output layer a third of the layers' work, as 32,000 x 1,024 is); the
+full model needs ~1.5 TFLOP per train row of 256 + 256 ids."""
 CASES = {
     case.name: case
     for case in (
@@ -75,6 +80,12 @@ CASES = {
             "algoperf.workloads.finewebedu_lm.input_pipeline",
             options={"seq_len": LM_SHRUNK["seq_len"]},
             model_kwargs=LM_SHRUNK,
+        ),
+        Case(
+            "wmt",
+            "algoperf.workloads.wmt.input_pipeline",
+            options={"max_len": 64, "vocab_size": WMT_SHRUNK["vocab_size"]},
+            model_kwargs=WMT_SHRUNK,
         ),
     )
 }
@@ -171,11 +182,12 @@ def jax_stepper(case: Case, args):
 
 def torch_eval_seconds(case: Case, args) -> float:
     """Median seconds of one eval batch (`--eval_batch` examples) through the compiled model:
-    model_fn in EVAL mode and eval_outputs, as the runner's eval does."""
+    the runner's per-batch eval computation (`_eval_compute`: model_fn in EVAL mode and
+    eval_outputs, and wmt's beam search, which on a fake batch and an untrained model runs
+    every position: no early exit)."""
     import torch
 
     from algoperf import rng as np_rng
-    from algoperf import spec
     from algoperf.torch.workload import to_torch
 
     workload = load(case, "pytorch", args.image_size)
@@ -186,11 +198,10 @@ def torch_eval_seconds(case: Case, args) -> float:
     device = next(model.parameters()).device
     batch = to_torch(numpy_batch(case, args.eval_batch, "NCHW", args.image_size), device)
 
+    compute = workload._eval_compute(params, model_state, None)
+
     def step():
-        logits, _ = workload.model_fn(
-            params, batch, model_state, spec.ForwardPassMode.EVAL, None, False
-        )
-        workload.eval_outputs(logits, batch)
+        compute(batch)
         synchronize(device)
 
     timed(step, args.warmup)
@@ -388,7 +399,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--full_size",
         action="store_true",
-        help="bench the workloads a CPU case shrinks (finewebedu_lm) at full size (a GPU's job)",
+        help="bench the workloads a CPU case shrinks (finewebedu_lm, wmt) at full size (a GPU's "
+        "job)",
     )
     parser.add_argument(
         "--pipeline_only",
