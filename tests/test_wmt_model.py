@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import importlib
 import math
 
 import jax
@@ -24,19 +23,10 @@ import torch.nn.functional as F
 from algoperf import workloads
 from algoperf.param_types import infer_parameter_type
 from algoperf.workloads import parity
+from algoperf.workloads.wmt import model_jax as MJ
+from algoperf.workloads.wmt import model_torch as MT
 from algoperf.workloads.wmt import testing
 
-
-def _module(framework: str):
-    """The model file (its work-in-progress name until the registry may discover it)."""
-    name = "model_torch" if framework == "pytorch" else "model_jax"
-    try:
-        return importlib.import_module(f"algoperf.workloads.wmt.{name}")
-    except ModuleNotFoundError:
-        return importlib.import_module(f"algoperf.workloads.wmt._wip_{name}")
-
-
-MT, MJ = _module("pytorch"), _module("jax")
 NAMES = ("wmt", "wmt_post_ln", "wmt_attention_temp", "wmt_glu_tanh")
 KEYS = (
     "inputs",
