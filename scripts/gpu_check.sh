@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks that CPU CI cannot make, for a machine with ONE NVIDIA GPU (about 8 minutes):
+# GPU checks that CPU CI cannot make, for a machine with ONE NVIDIA GPU (about 8 minutes, plus up
+# to 35 for the full-size steps I to K):
 #   A  checkpoint/resume parity on CUDA (tests/test_resume.py: pytorch and jax, deterministic)
 #   B  the DDP code path on NCCL (scripts/ddp_one_rank.py, world size 1) gives the same eval rows
 #      as a plain process, deterministic eager mnist
@@ -15,6 +16,10 @@
 #   J  finewebedu_lm at full size in bfloat16 (8 windows of 1,024 tokens per step): ms/step
 #      PyTorch compiled, eager and JAX, the eval-cost line; then the peak memory of the compiled
 #      PyTorch step at the reference 16 windows per GPU (the README's estimate: ~23 GiB)
+#   K  wmt at full size (16 packed rows of 256 + 256 ids per step): ms/step PyTorch compiled,
+#      eager and JAX, the eval-cost line (beam search over all 256 positions: an untrained
+#      model); then the peak memory of the compiled PyTorch step at the reference 32 rows per
+#      GPU (the README's estimate: ~19 GiB)
 # Usage: bash scripts/gpu_check.sh [OUT_DIR]   (log in OUT_DIR/log.txt; default /tmp/gpu_check)
 # Needs python3 with torch (CUDA), jax and the project's dependencies; wheels of any missing
 # pure-python ones (torchdata, mlxtend) can sit in .devcheck/whl/ and are installed first.
@@ -128,4 +133,31 @@ for _ in range(3):
 peak = torch.cuda.max_memory_allocated() / 2**30
 print(f"J finewebedu_lm compiled train step, 16 x 1,024 tokens: peak {peak:.2f} GiB, "
       f"loss {loss.item():.3f} (ln 50,257 = 10.83 at init)")
+PY
+
+echo "== K: wmt full size on the GPU: compiled, eager, JAX at 16 rows, eval cost; memory at 32"
+XLA_PYTHON_CLIENT_PREALLOCATE=false t 600 python3 scripts/bench_workloads.py \
+  --workloads wmt --full_size --batch 16 --steps 5 --rounds 2 --pipeline_batches 0 \
+  --eval_batch 32 2>&1 | grep -v "^[WI][0-9]" | tail -4
+t 300 python3 - <<'PY'
+import torch
+from algoperf import rng, spec, workloads
+from algoperf.process import configure_process
+from algoperf.torch.workload import to_torch
+
+configure_process("pytorch", "v1.0")
+workload = workloads.load("wmt", "pytorch")
+model, _ = workload.init_model_fn(rng.prng_key(0))
+compiled, loss_fn = torch.compile(model), torch.compile(workload.loss_fn)  # as the runner
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+batch = to_torch(workload.fake_batch(32), next(model.parameters()).device)
+for _ in range(3):
+    optimizer.zero_grad(set_to_none=True)
+    logits, _ = workload.model_fn(compiled, batch, None, spec.ForwardPassMode.TRAIN, None, True)
+    out = loss_fn(batch["targets"], logits, batch["weights"], 0.1)
+    loss = out["summed"] / out["n_valid_examples"]
+    loss.backward()
+    optimizer.step()
+peak = torch.cuda.max_memory_allocated() / 2**30
+print(f"K wmt compiled train step, 32 packed rows: peak {peak:.2f} GiB, loss {loss.item():.3f}")
 PY
