@@ -170,7 +170,7 @@ def test_bad_flags_give_one_line_errors(tmp_path):
     assert "unknown workload 'not_a_workload'" in result.stderr and "mnist" in result.stderr
     result = algoperf("--tuning_ruleset", "sometimes", cwd=tmp_path)
     assert result.returncode == 2 and "--tuning_ruleset" in result.stderr
-    result = algoperf("--workload", "wmt", "--experiment_dir", str(tmp_path), cwd=tmp_path)
+    result = algoperf("--workload", "criteo1tb", "--experiment_dir", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "has no pytorch model" in result.stderr
 
 
