@@ -23,17 +23,28 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "ddp_worker.py"
 NADAMW = ROOT / "submissions" / "nadamw"
-GLOBAL_BATCH = {"mnist": 32, "cifar": 8, "ogbg": 32, "fastmri": 4}  # ogbg: 2 packs of 16 graphs
+GLOBAL_BATCH = {"mnist": 32, "cifar": 8, "ogbg": 32, "fastmri": 4, "finewebedu_lm": 4}
+# (ogbg: 2 packs of 16 graphs)
 # Per-rank BN statistics (cifar): the one-process reference normalises each half of the batch
 # with its own statistics (ddp_worker.py --bn_groups). SyncBatchNorm is no alternative: it runs
 # on CUDA only. The halves must be normalised apart, since a full-batch BN reference differs
 # from DDP by design (upstream keeps BN statistics per rank), by ~0.3 in the running means.
-BN_GROUPS = {"mnist": 1, "cifar": 2, "ogbg": 1, "fastmri": 1}
+BN_GROUPS = {"mnist": 1, "cifar": 2, "ogbg": 1, "fastmri": 1, "finewebedu_lm": 1}
 # Smaller configurations: fastmri's narrow two-pool U-Net (its registry tests' TINY) on 32x32
 # slices; per-example InstanceNorm, so the ranks' halves need no grouping.
 WORKLOAD_KWARGS = {
     "fastmri": {"model_kwargs": {"num_channels": 8, "num_pool_layers": 2}, "image_size": 32},
-}
+    # A 2-block decoder on 16-token windows of a 64-id vocabulary (RMSNorm, per-token loss: no
+    # cross-row statistics either).
+    "finewebedu_lm": {
+        "model_kwargs": {
+            "vocab_size": 64, "seq_len": 16, "emb_dim": 32, "num_heads": 2, "num_layers": 2,
+            "mlp_dim": 48, "compute_dtype": "float32",
+        },
+        "seq_len": 16,
+        "vocab_size": 64,
+    },
+}  # fmt: skip
 # Tolerances on the parameters after 3 NAdamW steps at lr 3e-3, where one update moves a weight
 # by up to ~1.4 lr = 4e-3 (NAdamW's first steps are sign-like), so any error in the math (rows,
 # scaling, BN statistics) shows at the 1e-3 level. What may differ is rounding: the order of the
@@ -56,6 +67,7 @@ CASES = [
     ("ogbg", "float64", False),
     # The U-Net: float64 for the same reason as cifar (NAdamW's sign-like first steps).
     ("fastmri", "float64", False),
+    ("finewebedu_lm", "float64", False),
 ]
 
 

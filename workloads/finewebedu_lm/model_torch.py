@@ -35,6 +35,12 @@ INIT_STD = 0.02
 COMPUTE_DTYPES = ("auto", "bfloat16", "float32")
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """float32 for bfloat16 and float32 tensors; a float64 model (the DDP test's) stays
+    float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def check_compute_dtype(compute_dtype: str) -> str:
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(
@@ -90,8 +96,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x_BTD).view(batch, length, 3, self.num_heads, dim // self.num_heads)
         q_BTHD, k_BTHD, v_BTHD = qkv.unbind(2)
         # RoPE and QK-norm in float32 (bfloat16 would round the rotated pairs and the norms).
-        q_BTHD = qk_norm(apply_rope(q_BTHD.float(), cos, sin)) * self.attn_scale
-        k_BTHD = qk_norm(apply_rope(k_BTHD.float(), cos, sin))
+        q_BTHD = qk_norm(apply_rope(at_least_float32(q_BTHD), cos, sin)) * self.attn_scale
+        k_BTHD = qk_norm(apply_rope(at_least_float32(k_BTHD), cos, sin))
         q, k, v = (t.to(v_BTHD.dtype).transpose(1, 2) for t in (q_BTHD, k_BTHD, v_BTHD))
         attended_BHTD = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
         return self.out(attended_BHTD.transpose(1, 2).reshape(batch, length, dim))
@@ -175,7 +181,7 @@ class DecoderLM(nn.Module):
             for block in self.layers:
                 x_BTD = block(x_BTD, cos, sin)
             logits_BTV = F.linear(self.final_norm(x_BTD), self.embed.weight)  # tied output
-        return logits_BTV.float()
+        return at_least_float32(logits_BTV)
 
 
 # --- loss and eval outputs --------------------------------------------------------------------
@@ -193,7 +199,7 @@ def token_cross_entropy(
     `F.cross_entropy(label_smoothing=α)` (tests/test_finewebedu_lm_model.py checks it), with α
     a float or a 0-d tensor, and no [B, T, V] log-probabilities kept for the backward pass.
     """
-    logits = logits_batch.float()
+    logits = at_least_float32(logits_batch)
     log_normaliser = torch.logsumexp(logits, dim=-1)
     target_logits = logits.gather(-1, label_batch.long().unsqueeze(-1)).squeeze(-1)
     per_token = (
